@@ -1,0 +1,139 @@
+import { stringify } from 'yaml';
+import { ALL_USERS_GROUP } from '../config/types.ts';
+import { KeygateError } from '../errors.ts';
+import { DEFAULT_KEY_PREFIX, generateKey, keyHashString, maskKey } from '../keys/material.ts';
+import { openDatabase } from '../store/db.ts';
+import { readGroups, readKeys } from '../store/state.ts';
+import { loadConfigFile } from '../config/load.ts';
+import { locateConfig, locateDatabase } from '../config/locate.ts';
+import { COMMON, parse, str } from './args.ts';
+import { json, type Io } from './io.ts';
+import { existsSync } from 'node:fs';
+
+export const KEYS_HELP = `Usage:
+  keygate keys generate [--prefix P] [--name N] [--group G]
+      Prints a new key once, and an api-keys entry that carries only its key_hash.
+  keygate keys hash [KEY]
+      Prints sha256:<hex> of KEY (or of the first line of stdin).
+  keygate keys list [-c FILE] [--db FILE] [--json]
+      Lists keys, masked: group, source, created, last used, expiry.
+`;
+
+export async function keysCommand(args: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'generate':
+      return generate(rest, io);
+    case 'hash':
+      return hash(rest, io);
+    case 'list':
+      return list(rest, io);
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      io.out(KEYS_HELP);
+      return sub === undefined ? 1 : 0;
+    default:
+      throw new KeygateError('KG_ERR_USAGE', `keygate keys: unknown command "${sub}" (generate, hash, list)`);
+  }
+}
+
+function generate(args: string[], io: Io): number {
+  const p = parse(
+    args,
+    { prefix: { type: 'string' }, name: { type: 'string' }, group: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    'keys generate',
+  );
+  if (p.values.help === true) {
+    io.out(KEYS_HELP);
+    return 0;
+  }
+  const prefix = str(p.values.prefix) ?? DEFAULT_KEY_PREFIX;
+  if (!/^[A-Za-z0-9]{0,16}_?$/.test(prefix)) {
+    throw new KeygateError('KG_ERR_USAGE', 'keygate keys generate: --prefix must be up to 16 letters or digits, optionally ending in "_"');
+  }
+  const key = generateKey(prefix);
+  const entry = [
+    {
+      name: str(p.values.name) ?? 'New API key',
+      group: str(p.values.group) ?? ALL_USERS_GROUP,
+      key_hash: keyHashString(key),
+    },
+  ];
+  io.out(
+    `New API key (shown once, store it now; keygate keeps only its hash):\n\n  ${key}\n\n` +
+      `Add this entry under config.api-keys:\n\n${stringify(entry, { indent: 2 }).replace(/^/gm, '  ').trimEnd()}\n`,
+  );
+  return 0;
+}
+
+async function hash(args: string[], io: Io): Promise<number> {
+  const p = parse(args, { help: { type: 'boolean', short: 'h' } }, 'keys hash');
+  if (p.values.help === true) {
+    io.out(KEYS_HELP);
+    return 0;
+  }
+  let key = p.positionals[0];
+  if (key === undefined) {
+    const chunks: Buffer[] = [];
+    for await (const c of io.stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
+    key = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  }
+  if (key.length === 0) throw new KeygateError('KG_ERR_USAGE', 'keygate keys hash: give the key as an argument or on stdin');
+  io.out(`${keyHashString(key)}\n`);
+  return 0;
+}
+
+function list(args: string[], io: Io): number {
+  const p = parse(args, COMMON, 'keys list');
+  if (p.values.help === true) {
+    io.out(KEYS_HELP);
+    return 0;
+  }
+  let dbFile: string;
+  if (str(p.values.db) !== undefined || io.env.KEYGATE_DB) {
+    dbFile = locateDatabase(str(p.values.db), null, io.cwd + '/x', io.env, io.cwd);
+  } else {
+    const configFile = locateConfig(str(p.values.config), io.env, io.cwd);
+    const loaded = loadConfigFile(configFile, { env: io.env });
+    dbFile = locateDatabase(undefined, loaded.ok ? loaded.desired.settings.database : null, configFile, io.env, io.cwd);
+  }
+  if (!existsSync(dbFile)) throw new KeygateError('KG_ERR_DATABASE', `${dbFile}: no database (run \`keygate apply\` first)`);
+  const db = openDatabase(dbFile, { readonly: true });
+  try {
+    const groups = new Map(readGroups(db).map((g) => [g.id, g.name]));
+    const rows = readKeys(db).map((k) => ({
+      id: k.id,
+      name: k.name,
+      masked_key: maskKey(k.prefix),
+      group: groups.get(k.groupId) ?? null,
+      source: k.source,
+      disabled: k.disabled,
+      created_at: k.createdAt,
+      last_used_at: k.lastUsedAt,
+      expires_at: k.expiresAt,
+    }));
+    if (p.values.json === true) {
+      io.out(json({ database: dbFile, keys: rows }));
+      return 0;
+    }
+    const table = [['NAME', 'KEY', 'GROUP', 'SOURCE', 'CREATED', 'LAST USED', 'EXPIRES']];
+    for (const r of rows) {
+      table.push([
+        r.name,
+        `${r.masked_key.slice(0, 7)}…`,
+        r.group ?? '?',
+        r.source + (r.disabled ? ' (disabled)' : ''),
+        r.created_at.slice(0, 19).replace('T', ' '),
+        r.last_used_at === null ? 'never' : r.last_used_at.slice(0, 19).replace('T', ' '),
+        r.expires_at === null ? '-' : r.expires_at.slice(0, 19).replace('T', ' '),
+      ]);
+    }
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+    io.out(table.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+    return 0;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,67 @@
+import { planJson, renderPlan } from '../reconcile/render.ts';
+import { reconcile } from '../reconcile/engine.ts';
+import { openDatabase } from '../store/db.ts';
+import { COMMON, parse } from './args.ts';
+import { databasePath, invalidJson, loadFromFlags, openForPlan } from './context.ts';
+import { json, type Io } from './io.ts';
+
+export const PLAN_HELP = `Usage: keygate plan [-c FILE] [--db FILE] [--json]
+
+Shows what \`keygate apply\` would change: + create, ~ update, - delete,
+= N unchanged. Keys are masked. Writes nothing.
+Exit 0: no changes. Exit 2: changes. Exit 1: error.
+`;
+
+export const APPLY_HELP = `Usage: keygate apply [-c FILE] [--db FILE] [--json] [--allow-deletes]
+
+Makes the database match the config file in one transaction, then exits
+(for container start-up). --allow-deletes lifts the deletion guard once.
+Exit 0: applied, or nothing to do. Exit 1: error (nothing was changed).
+`;
+
+export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): number {
+  const spec = mode === 'apply' ? { ...COMMON, 'allow-deletes': { type: 'boolean' as const } } : COMMON;
+  const p = parse(args, spec, mode);
+  if (p.values.help === true) {
+    io.out(mode === 'plan' ? PLAN_HELP : APPLY_HELP);
+    return 0;
+  }
+  const { file, result } = loadFromFlags(p, io, 'err');
+  if (!result.ok) {
+    if (p.values.json === true) io.out(invalidJson(result));
+    else io.err(`${mode}: ${result.errors.length} error(s) in ${file}; nothing was changed\n`);
+    return 1;
+  }
+  const desired = result.desired;
+  const dbFile = databasePath(p, io, file, desired.settings.database);
+  const db = mode === 'plan' ? openForPlan(dbFile) : openDatabase(dbFile);
+  try {
+    const { plan, revision } = reconcile(db, desired, {
+      apply: mode === 'apply',
+      allowDeletes: p.values['allow-deletes'] === true,
+    });
+    if (p.values.json === true) {
+      io.out(
+        json({
+          ...planJson(plan),
+          ...(mode === 'apply'
+            ? { applied: revision !== null, revision: revision?.number ?? null, database: dbFile }
+            : { database: dbFile }),
+        }),
+      );
+    } else {
+      io.out(renderPlan(plan));
+      if (mode === 'apply') {
+        io.out(
+          revision === null
+            ? `Nothing to apply: ${dbFile} already matches ${file}.\n`
+            : `Applied revision ${revision.number} to ${dbFile}.\n`,
+        );
+      }
+    }
+    if (mode === 'plan') return plan.changes.length === 0 ? 0 : 2;
+    return 0;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,216 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import type { Diagnostic } from '../errors.ts';
+import { checkSchema } from './schema.ts';
+import { displayPath, Positions, type DocPath } from './positions.ts';
+import { expandTemplate, hasTemplate } from './template.ts';
+import { checkSemantics } from './semantic.ts';
+import type { DesiredState, RawConfig } from './types.ts';
+
+export type LoadResult =
+  | { ok: true; desired: DesiredState; warnings: Diagnostic[] }
+  | { ok: false; errors: Diagnostic[]; warnings: Diagnostic[]; sha256: string | null };
+
+/** Aliases expanded per document: far above any honest file, far below a "billion laughs". */
+const MAX_ALIAS_COUNT = 1000;
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Shown in messages instead of the absolute path. */
+  displayName?: string;
+  now?: Date;
+}
+
+/** Reads, parses, templates and checks a config file; reports every problem in one pass. */
+export function loadConfigFile(file: string, opts: LoadOptions = {}): LoadResult {
+  const shown = opts.displayName ?? displayName(file);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    const why = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : `cannot read file (${code})`;
+    return {
+      ok: false,
+      sha256: null,
+      warnings: [],
+      errors: [{ file: shown, line: 1, column: 1, path: '', code: code === 'ENOENT' ? 'file_not_found' : 'unreadable', message: why }],
+    };
+  }
+  return loadConfigBytes(bytes, file, { ...opts, displayName: shown });
+}
+
+export function displayName(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
+}
+
+export function sha256Hex(bytes: Buffer | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions = {}): LoadResult {
+  const shown = opts.displayName ?? displayName(file);
+  const env = opts.env ?? process.env;
+  const sha256 = sha256Hex(bytes);
+  const errors: Diagnostic[] = [];
+  const warnings: Diagnostic[] = [];
+  const fail = (): LoadResult => ({ ok: false, errors, warnings, sha256 });
+
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    const at = firstInvalidUtf8(bytes);
+    errors.push({ file: shown, line: at.line, column: at.column, path: '', code: 'invalid_utf8', message: 'file is not valid UTF-8' });
+    return fail();
+  }
+
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, strict: true });
+  const positions = new Positions(doc as Document.Parsed, lines);
+  for (const e of doc.errors) {
+    const pos = positions.at(e.pos[0]);
+    errors.push({ file: shown, ...pos, path: '', code: `yaml.${e.code.toLowerCase()}`, message: yamlMessage(e.message) });
+  }
+  if (errors.length > 0) return fail();
+
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    const message = /alias/i.test(String(err))
+      ? `too many YAML alias expansions (more than ${MAX_ALIAS_COUNT}): refusing a possible alias bomb`
+      : `cannot read document: ${String((err as Error).message ?? err)}`;
+    errors.push({ file: shown, line: 1, column: 1, path: '', code: 'yaml.alias_count', message });
+    return fail();
+  }
+  if (raw === null || raw === undefined) {
+    errors.push({ file: shown, line: 1, column: 1, path: '', code: 'empty', message: 'file is empty: expected "version" and "config"' });
+    return fail();
+  }
+
+  const diag = (p: DocPath, code: string, message: string, keyOf?: string): Diagnostic => ({
+    file: shown,
+    ...positions.of(p, keyOf === undefined ? {} : { keyOf }),
+    path: displayPath(keyOf === undefined ? p : [...p, keyOf]),
+    code,
+    message,
+  });
+
+  for (const problem of checkSchema(raw)) {
+    errors.push(diag(problem.path, problem.code, problem.message, problem.keyOf));
+  }
+  const typed = raw as RawConfig;
+  warnIgnoredSections(typed, diag, warnings);
+
+  // Templates are expanded after the structure checks, so secrets never show in them.
+  const templated = new Set<string>();
+  expandAll(typed, env, templated, (p, names) => {
+    for (const name of names) {
+      errors.push(diag(p, 'env_missing', `environment variable "${name}" is not set`));
+    }
+  });
+
+  const result = checkSemantics(typed, {
+    file: path.resolve(file),
+    sha256,
+    templated,
+    now: opts.now ?? new Date(),
+    error: (p, code, message) => errors.push(diag(p, code, message)),
+    warn: (p, code, message) => warnings.push(diag(p, code, message)),
+    structureOk: errors.length === 0,
+  });
+  if (errors.length > 0 || result === null) return fail();
+  return { ok: true, desired: result, warnings };
+}
+
+const KEYGATE_SECTIONS = new Set(['keygate', 'users', 'groups', 'api-keys']);
+
+function warnIgnoredSections(
+  raw: RawConfig,
+  diag: (p: DocPath, code: string, message: string) => Diagnostic,
+  warnings: Diagnostic[],
+): void {
+  if (raw === null || typeof raw !== 'object') return;
+  for (const key of Object.keys(raw)) {
+    if (key !== 'version' && key !== 'config') {
+      warnings.push(diag([key], 'ignored_section', `top-level field "${key}" is not used by keygate and is ignored`));
+    }
+  }
+  const cfg = raw.config;
+  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) return;
+  for (const key of Object.keys(cfg)) {
+    if (!KEYGATE_SECTIONS.has(key)) {
+      warnings.push(diag(['config', key], 'ignored_section', `section "${key}" is Metabase's and is ignored by keygate`));
+    }
+  }
+}
+
+/** Expands `{{env NAME}}` in the string values of keygate's sections, in place. */
+function expandAll(
+  raw: RawConfig,
+  env: NodeJS.ProcessEnv,
+  templated: Set<string>,
+  onMissing: (p: DocPath, names: string[]) => void,
+): void {
+  const cfg = raw?.config;
+  if (cfg === null || typeof cfg !== 'object') return;
+  const walk = (value: unknown, p: Array<string | number>): unknown => {
+    if (typeof value === 'string') {
+      if (!hasTemplate(value)) return value;
+      templated.add(p.join('/'));
+      const r = expandTemplate(value, env);
+      if (!r.ok) {
+        onMissing(p, r.missing);
+        return value;
+      }
+      return r.value;
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) value[i] = walk(value[i], [...p, i]);
+      return value;
+    }
+    if (value !== null && typeof value === 'object') {
+      const obj = value as Record<string, unknown>;
+      for (const k of Object.keys(obj)) obj[k] = walk(obj[k], [...p, k]);
+      return obj;
+    }
+    return value;
+  };
+  for (const section of ['keygate', 'groups', 'api-keys'] as const) {
+    if (section in cfg) (cfg as Record<string, unknown>)[section] = walk(cfg[section], ['config', section]);
+  }
+}
+
+function yamlMessage(message: string): string {
+  const first = message.split('\n')[0] ?? message;
+  const cleaned = first.replace(/ at line \d+, column \d+:?$/, '');
+  return `YAML syntax: ${cleaned.charAt(0).toLowerCase()}${cleaned.slice(1)}`;
+}
+
+function firstInvalidUtf8(bytes: Buffer): { line: number; column: number } {
+  let line = 1;
+  let lineStart = 0;
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i] as number;
+    let len = 1;
+    if (b >= 0xc2 && b <= 0xdf) len = 2;
+    else if (b >= 0xe0 && b <= 0xef) len = 3;
+    else if (b >= 0xf0 && b <= 0xf4) len = 4;
+    else if (b >= 0x80) return { line, column: i - lineStart + 1 };
+    for (let k = 1; k < len; k++) {
+      const c = bytes[i + k];
+      if (c === undefined || (c & 0xc0) !== 0x80) return { line, column: i - lineStart + 1 };
+    }
+    if (b === 0x0a) {
+      line++;
+      lineStart = i + 1;
+    }
+    i += len;
+  }
+  return { line, column: 1 };
+}

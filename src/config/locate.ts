@@ -1,0 +1,46 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { KeygateError } from '../errors.ts';
+
+/**
+ * The config file: `--config`, else $KEYGATE_CONFIG, else $MB_CONFIG_FILE_PATH
+ * (Metabase's variable), else ./config.yml, else ./config.yaml.
+ */
+export function locateConfig(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): string {
+  const given = flag ?? nonEmpty(env.KEYGATE_CONFIG) ?? nonEmpty(env.MB_CONFIG_FILE_PATH);
+  if (given !== undefined) return path.resolve(cwd, given);
+  for (const name of ['config.yml', 'config.yaml']) {
+    const candidate = path.resolve(cwd, name);
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new KeygateError(
+    'KG_ERR_CONFIG_NOT_FOUND',
+    `no config file: pass --config FILE, set KEYGATE_CONFIG or MB_CONFIG_FILE_PATH, or create ./config.yml (looked in ${cwd})`,
+  );
+}
+
+/**
+ * The database: --db, else $KEYGATE_DB, else keygate.database, else keygate.db;
+ * relative paths are resolved against the config file's folder.
+ */
+export function locateDatabase(
+  flag: string | undefined,
+  fromConfig: string | null,
+  configFile: string,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): string {
+  const dir = path.dirname(configFile);
+  if (flag !== undefined) return path.resolve(cwd, flag);
+  const fromEnv = nonEmpty(env.KEYGATE_DB);
+  if (fromEnv !== undefined) return path.resolve(cwd, fromEnv);
+  return path.resolve(dir, fromConfig ?? 'keygate.db');
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}

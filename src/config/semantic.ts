@@ -1,0 +1,222 @@
+import { derivedId, digestKey, displayPrefix } from '../keys/material.ts';
+import { patternProblem, type AllowRule } from '../rules/match.ts';
+import { settingsFrom } from './defaults.ts';
+import { hasTemplate } from './template.ts';
+import type { DocPath } from './positions.ts';
+import {
+  ADMIN_GROUP,
+  ALL_USERS_GROUP,
+  BUILTIN_GROUPS,
+  type DesiredGroup,
+  type DesiredKey,
+  type DesiredState,
+  type RawConfig,
+} from './types.ts';
+
+/** Keys shorter than this are accepted with a warning. */
+export const WEAK_KEY_LENGTH = 20;
+const KEY_RULE = /^[^\s\u0000-\u001f\u007f]{12,254}$/;
+const HASH_RULE = /^sha256:[0-9a-f]{64}$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+type Report = (p: DocPath, code: string, message: string) => void;
+
+export interface SemanticContext {
+  file: string;
+  sha256: string;
+  /** Paths (joined with "/") whose value came from an env template: never quoted in messages. */
+  templated: ReadonlySet<string>;
+  now: Date;
+  error: Report;
+  warn: Report;
+  /** False when the schema already found problems: build nothing, only report. */
+  structureOk: boolean;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+export function parseRfc3339(value: string): Date | null {
+  const m = RFC3339.exec(value);
+  if (m === null) return null;
+  const [, y, mo, d, h, mi, s] = m.map(Number) as number[];
+  if (mo! < 1 || mo! > 12 || d! < 1 || d! > 31 || h! > 23 || mi! > 59 || s! > 60) return null;
+  const probe = new Date(Date.UTC(y!, mo! - 1, d!));
+  if (probe.getUTCMonth() !== mo! - 1) return null;
+  const t = Date.parse(value.replace(' ', 'T'));
+  return Number.isNaN(t) ? null : new Date(t);
+}
+
+/** Checks what the schema cannot express; returns the desired state when all is well. */
+export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredState | null {
+  const cfg = isObj(raw?.config) ? raw.config : {};
+  const quote = (p: DocPath, value: string): string =>
+    ctx.templated.has(p.join('/')) ? '(value from an environment template)' : JSON.stringify(value);
+  let ok = ctx.structureOk;
+  const error: Report = (p, code, message) => {
+    ok = false;
+    ctx.error(p, code, message);
+  };
+
+  // users: the creators that api-keys may name.
+  const users = Array.isArray(cfg.users) ? cfg.users : null;
+  const emails = new Set<string>();
+  for (const u of users ?? []) {
+    const e = isObj(u) ? str(u.email) : undefined;
+    if (e !== undefined) emails.add(e.toLowerCase());
+  }
+
+  // groups
+  const groups: DesiredGroup[] = [];
+  const groupNames = new Map<string, number>();
+  const rawGroups = Array.isArray(cfg.groups) ? cfg.groups : [];
+  let allUsers: DesiredGroup = { id: BUILTIN_GROUPS[ALL_USERS_GROUP].id, name: ALL_USERS_GROUP, description: BUILTIN_GROUPS[ALL_USERS_GROUP].description, allow: null };
+  rawGroups.forEach((g, i) => {
+    const p: DocPath = ['config', 'groups', i];
+    if (!isObj(g)) return;
+    const name = str(g.name);
+    if (name === undefined) return;
+    if (name === ADMIN_GROUP) {
+      error([...p, 'name'], 'reserved_group', `group "${ADMIN_GROUP}" is built in and reserved: it always allows everything`);
+      return;
+    }
+    const first = groupNames.get(name);
+    if (first !== undefined) {
+      error([...p, 'name'], 'duplicate_group', `duplicate group name ${quote([...p, 'name'], name)} (first declared at groups[${first}])`);
+      return;
+    }
+    groupNames.set(name, i);
+    const allow = checkAllow(g.allow, [...p, 'allow'], error);
+    const group: DesiredGroup = {
+      id: name === ALL_USERS_GROUP ? BUILTIN_GROUPS[ALL_USERS_GROUP].id : derivedId('group', name),
+      name,
+      description: str(g.description) ?? (name === ALL_USERS_GROUP ? BUILTIN_GROUPS[ALL_USERS_GROUP].description : null),
+      allow,
+    };
+    if (name === ALL_USERS_GROUP) allUsers = group;
+    else groups.push(group);
+  });
+  const admin: DesiredGroup = { id: BUILTIN_GROUPS[ADMIN_GROUP].id, name: ADMIN_GROUP, description: BUILTIN_GROUPS[ADMIN_GROUP].description, allow: null };
+  const known = [ADMIN_GROUP, ALL_USERS_GROUP, ...groups.map((g) => g.name)];
+  const knownSet = new Set(known);
+
+  // api-keys
+  const keys: DesiredKey[] = [];
+  const keyNames = new Map<string, number>();
+  const digests = new Map<string, number>();
+  const rawKeys = Array.isArray(cfg['api-keys']) ? cfg['api-keys'] : [];
+  rawKeys.forEach((k, i) => {
+    const p: DocPath = ['config', 'api-keys', i];
+    if (!isObj(k)) return;
+    const name = str(k.name);
+    if (name !== undefined) {
+      const first = keyNames.get(name);
+      if (first !== undefined) {
+        error([...p, 'name'], 'duplicate_name', `duplicate key name ${quote([...p, 'name'], name)} (first declared at api-keys[${first}])`);
+      } else keyNames.set(name, i);
+    }
+    const group = str(k.group);
+    if (group !== undefined && !knownSet.has(group)) {
+      error([...p, 'group'], 'unknown_group', `unknown group ${quote([...p, 'group'], group)} (declared: ${known.join(', ')})`);
+    }
+    const creator = str(k.creator);
+    if (creator !== undefined && users !== null && !emails.has(creator.toLowerCase())) {
+      error([...p, 'creator'], 'unknown_creator', `creator ${quote([...p, 'creator'], creator)} is not one of users[].email`);
+    }
+    let digest: string | undefined;
+    let prefix: string | null = null;
+    const key = str(k.key);
+    const keyHash = str(k.key_hash);
+    if (key !== undefined && keyHash === undefined) {
+      if (ctx.templated.has([...p, 'key'].join('/'))) {
+        // Only templated values are checked here; literal ones were checked by the schema.
+        if (!KEY_RULE.test(key) && !hasTemplate(key)) {
+          error([...p, 'key'], 'invalid_key', 'the key from the environment template must be 12-254 characters with no whitespace or control characters');
+        }
+      }
+      if (KEY_RULE.test(key)) {
+        digest = digestKey(key);
+        prefix = displayPrefix(key);
+        if (key.length < WEAK_KEY_LENGTH) {
+          ctx.warn([...p, 'key'], 'weak_key', `key is shorter than ${WEAK_KEY_LENGTH} characters: weak, generate one with \`keygate keys generate\``);
+        }
+      }
+    } else if (keyHash !== undefined && key === undefined) {
+      if (HASH_RULE.test(keyHash)) digest = keyHash.slice('sha256:'.length);
+      else if (ctx.templated.has([...p, 'key_hash'].join('/')) && !hasTemplate(keyHash)) {
+        error([...p, 'key_hash'], 'invalid_key_hash', 'the value from the environment template must be "sha256:" followed by 64 lowercase hex digits');
+      }
+    }
+    if (digest !== undefined) {
+      const first = digests.get(digest);
+      if (first !== undefined) {
+        error([...p, key !== undefined ? 'key' : 'key_hash'], 'duplicate_key', `same key as api-keys[${first}]: every entry needs its own key`);
+      } else digests.set(digest, i);
+    }
+    let expiresAt: string | null = null;
+    const exp = str(k.expires_at);
+    if (exp !== undefined) {
+      const at = parseRfc3339(exp);
+      if (at === null) {
+        if (RFC3339.test(exp)) error([...p, 'expires_at'], 'invalid_time', `${quote([...p, 'expires_at'], exp)} is not a real date and time`);
+      } else {
+        expiresAt = at.toISOString();
+        if (at.getTime() <= ctx.now.getTime()) {
+          ctx.warn([...p, 'expires_at'], 'expired', 'this key has already expired: it will be refused');
+        }
+      }
+    }
+    const allow = checkAllow(k.allow, [...p, 'allow'], error);
+    if (name !== undefined && group !== undefined && digest !== undefined) {
+      keys.push({
+        id: derivedId('key', name),
+        name,
+        group,
+        description: str(k.description) ?? null,
+        creator: creator ?? null,
+        digest,
+        prefix,
+        expiresAt,
+        disabled: k.disabled === true,
+        allow,
+      });
+    }
+  });
+
+  if (!ok) return null;
+  return deepFreeze({
+    file: ctx.file,
+    sha256: ctx.sha256,
+    settings: settingsFrom(isObj(cfg.keygate) ? cfg.keygate : undefined),
+    groups: [allUsers, admin, ...groups],
+    keys,
+  });
+}
+
+function checkAllow(value: unknown, p: DocPath, error: Report): AllowRule[] | null {
+  if (!Array.isArray(value)) return null;
+  const rules: AllowRule[] = [];
+  value.forEach((r, i) => {
+    if (!isObj(r) || !Array.isArray(r.paths)) return;
+    const paths: string[] = [];
+    r.paths.forEach((pat, j) => {
+      if (typeof pat !== 'string') return;
+      const problem = patternProblem(pat);
+      if (problem !== null) error([...p, i, 'paths', j], 'invalid_pattern', `path pattern ${JSON.stringify(pat)} ${problem}`);
+      paths.push(pat);
+    });
+    const rule: AllowRule = Array.isArray(r.methods)
+      ? { methods: r.methods.filter((m): m is string => typeof m === 'string'), paths }
+      : { paths };
+    rules.push(rule);
+  });
+  return rules;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
