@@ -1,0 +1,96 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AuthFailure } from '../proxy/auth.ts';
+import type { Outcome, ProxyMetrics } from '../proxy/server.ts';
+
+export type ReloadResult = 'success' | 'failure' | 'unchanged';
+
+/** keygate's Prometheus metrics, on a registry of their own. */
+export class Metrics implements ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({
+    name: 'keygate_requests_total',
+    help: 'Proxied requests by outcome and HTTP status.',
+    labelNames: ['outcome', 'status'] as const,
+    registers: [this.registry],
+  });
+  private readonly authFailures = new Counter({
+    name: 'keygate_auth_failures_total',
+    help: 'Failed authentications by reason (missing, invalid, expired, disabled, duplicate, throttled).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly upstream = new Histogram({
+    name: 'keygate_upstream_duration_seconds',
+    help: 'Time from receiving a request to the end of the upstream answer.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  private readonly reloads = new Counter({
+    name: 'keygate_reloads_total',
+    help: 'Config reloads by result (success, failure, unchanged).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly lastReloadSuccess = new Gauge({
+    name: 'keygate_last_reload_success',
+    help: '1 when the last reload attempt of the config file succeeded, 0 when it failed.',
+    registers: [this.registry],
+  });
+  readonly lastReloadTimestamp = new Gauge({
+    name: 'keygate_last_reload_timestamp_seconds',
+    help: 'Time of the last reload attempt, as a Unix timestamp.',
+    registers: [this.registry],
+  });
+  readonly keys = new Gauge({
+    name: 'keygate_keys',
+    help: 'API keys loaded, by source.',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly groups = new Gauge({
+    name: 'keygate_groups',
+    help: 'Groups loaded.',
+    registers: [this.registry],
+  });
+  readonly revision = new Gauge({
+    name: 'keygate_config_revision',
+    help: 'Number of the revision the database is at.',
+    registers: [this.registry],
+  });
+  readonly managementChanges = new Counter({
+    name: 'keygate_management_changes_total',
+    help: 'Changes made through the management API, by action.',
+    labelNames: ['action'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_process_' });
+  }
+
+  request(outcome: Outcome, status: number): void {
+    const id = `${outcome}|${status}`;
+    let child = this.requestChildren.get(id);
+    if (child === undefined) {
+      child = this.requests.labels(outcome, String(status));
+      this.requestChildren.set(id, child);
+    }
+    child.inc();
+  }
+
+  authFailure(reason: AuthFailure | 'throttled'): void {
+    this.authFailures.labels(reason).inc();
+  }
+
+  upstreamSeconds(seconds: number): void {
+    this.upstream.observe(seconds);
+  }
+
+  reload(result: ReloadResult): void {
+    this.reloads.labels(result).inc();
+    this.lastReloadTimestamp.set(Date.now() / 1000);
+    if (result !== 'unchanged') this.lastReloadSuccess.set(result === 'success' ? 1 : 0);
+  }
+}

@@ -1,0 +1,95 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Metrics } from './metrics.ts';
+
+/** A handler for paths below /api (the management API); returns false when it does not own the path. */
+export type ApiHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => boolean | Promise<boolean>;
+
+export interface AdminOptions {
+  metrics: Metrics;
+  logger: Logger;
+  ready: () => boolean;
+  status: () => object;
+  api?: ApiHandler;
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...extra,
+  });
+  res.end(body);
+}
+
+/** The admin listener: /healthz, /readyz, /status, /metrics and the management API. */
+export class AdminServer {
+  readonly server: Server;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: AdminOptions) {
+    this.log = opts.logger.child({ component: 'admin' });
+    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 60_000 }, (req, res) => {
+      void this.handle(req, res).catch((err: unknown) => {
+        this.log.error({ err: { message: (err as Error).message } }, 'admin request failed');
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal_error', message: 'internal error' });
+        else res.destroy();
+      });
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const method = req.method ?? 'GET';
+    const readOnly = method === 'GET' || method === 'HEAD';
+    switch (url.pathname) {
+      case '/healthz':
+        if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
+        return sendJson(res, 200, { status: 'ok' });
+      case '/readyz':
+        if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
+        return this.opts.ready()
+          ? sendJson(res, 200, { status: 'ready' })
+          : sendJson(res, 503, { status: 'not_ready', message: 'no configuration has been applied yet' });
+      case '/status':
+        if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
+        return sendJson(res, 200, this.opts.status());
+      case '/metrics': {
+        if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
+        const text = await this.opts.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.opts.metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });
+        res.end(text);
+        return;
+      }
+    }
+    if (url.pathname.startsWith('/api/') && this.opts.api !== undefined) {
+      if (await this.opts.api(req, res, url)) return;
+    }
+    sendJson(res, 404, { error: 'not_found', message: `no admin endpoint at ${url.pathname}` });
+  }
+
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server.address();
+    if (a === null || typeof a === 'string') throw new Error('admin is not listening');
+    return { host: a.address, port: a.port };
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}

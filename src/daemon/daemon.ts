@@ -1,0 +1,322 @@
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import path from 'node:path';
+import { loadConfigFile } from '../config/load.ts';
+import { locateDatabase } from '../config/locate.ts';
+import type { Settings } from '../config/types.ts';
+import { ConfigInvalidError, KeygateError } from '../errors.ts';
+import { openDatabase, type DB } from '../store/db.ts';
+import { LastUsed } from '../store/last-used.ts';
+import { latestRevision, type RevisionRow } from '../store/state.ts';
+import { buildSnapshot, EMPTY_SNAPSHOT, type KeySnapshot } from '../proxy/snapshot.ts';
+import { ProxyServer, type ProxyConfig } from '../proxy/server.ts';
+import { AdminServer, type ApiHandler } from '../admin/server.ts';
+import { Metrics } from '../admin/metrics.ts';
+import { startDemoUpstream } from './demo-upstream.ts';
+import { readStoreState, runReload, type ReloadOutcome, type StoreState } from './reload.ts';
+import { Reloader } from './reloader.ts';
+import { ConfigWatcher } from './watch.ts';
+
+export interface DaemonOptions {
+  configFile: string;
+  dbFlag?: string | undefined;
+  overrides: { listen?: string | undefined; adminListen?: string | undefined; upstream?: string | undefined };
+  env: NodeJS.ProcessEnv;
+  logger: Logger;
+  /** Human output (the demo hint), printed once. */
+  out: (text: string) => void;
+  /** Builds the management API once the daemon's parts exist. */
+  api?: (daemon: Daemon) => ApiHandler;
+}
+
+export interface LastReload {
+  at: string;
+  result: 'success' | 'failure' | 'unchanged';
+  trigger: string;
+  error: string | null;
+  errors: string[];
+  /** SHA-256 of the file as read by this attempt (null when unreadable). */
+  sha256: string | null;
+}
+
+export function splitHostPort(addr: string): { host: string; port: number } {
+  const i = addr.lastIndexOf(':');
+  const host = addr.slice(0, i).replace(/^\[|\]$/g, '');
+  return { host: host === '' ? '0.0.0.0' : host, port: Number(addr.slice(i + 1)) };
+}
+
+/** `keygate serve`: apply, watch, proxy, admin. */
+export class Daemon {
+  readonly metrics = new Metrics();
+  readonly lastUsed = new LastUsed();
+  readonly log: Logger;
+  db!: DB;
+  dbFile = '';
+  settings!: Settings;
+  private snapshot: KeySnapshot = EMPTY_SNAPSHOT;
+  private state: StoreState = { groups: [], keys: [] };
+  private appliedSha: string | null = null;
+  private appliedAt: string | null = null;
+  private revision: RevisionRow | null = null;
+  private lastReload: LastReload | null = null;
+  private lastLoggedError: string | null = null;
+  private proxy: ProxyServer | null = null;
+  private admin: AdminServer | null = null;
+  private demo: Server | null = null;
+  private reloader: Reloader | null = null;
+  private watcher: ConfigWatcher | null = null;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private reloading: Promise<void> | null = null;
+  private reloadAgain: { force: boolean; trigger: string } | null = null;
+  private upstream: URL | null = null;
+  private stopped = false;
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.log = opts.logger.child({ component: 'daemon' });
+  }
+
+  get configFile(): string {
+    return this.opts.configFile;
+  }
+
+  currentSnapshot = (): KeySnapshot => this.snapshot;
+
+  /** Applies the config, then serves. Throws on an invalid config or a refused apply: nothing is served then. */
+  async start(): Promise<void> {
+    const file = this.opts.configFile;
+    const loaded = loadConfigFile(file, { env: this.opts.env });
+    if (!loaded.ok) throw new ConfigInvalidError(file, loaded.errors);
+    this.settings = this.withOverrides(loaded.desired.settings);
+    this.dbFile = locateDatabase(this.opts.dbFlag, this.settings.database, file, this.opts.env);
+    this.db = openDatabase(this.dbFile);
+    const first = runReload(this.db, { file, skipIfSha256: null, env: this.opts.env });
+    if (first.kind !== 'applied') {
+      this.db.close();
+      throw new KeygateError(
+        first.kind === 'failed' && first.code === 'KG_ERR_DELETION_GUARD' ? 'KG_ERR_DELETION_GUARD' : 'KG_ERR_CONFIG_INVALID',
+        first.kind === 'failed' ? first.error : 'config could not be applied',
+      );
+    }
+    this.accept(first, 'start');
+
+    let upstream = this.settings.upstream;
+    if (upstream === null) {
+      const demo = await startDemoUpstream(this.settings.keyHeader);
+      this.demo = demo.server;
+      upstream = demo.url.toString();
+    }
+    this.upstream = new URL(upstream);
+    this.proxy = new ProxyServer({
+      config: this.proxyConfig(),
+      snapshot: this.currentSnapshot,
+      logger: this.opts.logger,
+      metrics: this.metrics,
+      touch: (id, now) => this.lastUsed.touch(id, now),
+    });
+    this.admin = new AdminServer({
+      metrics: this.metrics,
+      logger: this.opts.logger,
+      ready: () => this.appliedSha !== null,
+      status: () => this.status(),
+      ...(this.opts.api ? { api: this.opts.api(this) } : {}),
+    });
+    const listen = splitHostPort(this.settings.listen);
+    const adminListen = splitHostPort(this.settings.adminListen);
+    await this.proxy.listen(listen.host, listen.port);
+    await this.admin.listen(adminListen.host, adminListen.port);
+
+    this.reloader = new Reloader(this.dbFile);
+    const dbBase = path.basename(this.dbFile);
+    this.watcher = new ConfigWatcher({
+      file,
+      debounceMs: this.settings.reloadDebounceMs,
+      maxWaitMs: 1000,
+      ignorePrefixes: path.dirname(this.dbFile) === path.dirname(file) ? [dbBase] : [],
+      onChange: () => void this.reload(false, 'watch'),
+      logger: this.opts.logger,
+    });
+    await this.watcher.start();
+    this.flushTimer = setInterval(() => this.flushLastUsed(), this.settings.lastUsedFlushMs);
+
+    const p = this.proxy.address();
+    const a = this.admin.address();
+    this.log.info(
+      { listen: `${p.host}:${p.port}`, admin_listen: `${a.host}:${a.port}`, upstream: this.demo ? 'demo' : this.upstream.origin, config: file, database: this.dbFile },
+      'keygate serving',
+    );
+    if (this.demo !== null) {
+      const first = this.state.keys.find((k) => k.source === 'config');
+      const hint = first === undefined ? 'one of your keys' : `the key of "${first.name}" in ${path.basename(file)}`;
+      this.opts.out(
+        `keygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
+          `  curl -H "x-api-key: $KEY" http://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
+          `  curl -i http://${hostForUrl(p.host)}:${p.port}/api/card/1                     # no key: 401\n`,
+      );
+    }
+  }
+
+  private withOverrides(s: Settings): Settings {
+    const o = this.opts.overrides;
+    return {
+      ...s,
+      ...(o.listen !== undefined ? { listen: o.listen } : {}),
+      ...(o.adminListen !== undefined ? { adminListen: o.adminListen } : {}),
+      ...(o.upstream !== undefined ? { upstream: o.upstream } : {}),
+    };
+  }
+
+  private proxyConfig(): ProxyConfig {
+    return {
+      upstream: this.upstream as URL,
+      keyHeader: this.settings.keyHeader,
+      forwardKey: this.settings.forwardKey,
+      trustedProxies: this.settings.trustedProxies,
+      upstreamTimeoutMs: this.settings.upstreamTimeoutMs,
+      failedAuthPerMinute: this.settings.failedAuthPerMinute,
+    };
+  }
+
+  /** Takes an applied reload: swaps the snapshot in whole. */
+  private accept(o: Extract<ReloadOutcome, { kind: 'applied' }>, trigger: string): void {
+    this.setState(o.state);
+    this.appliedSha = o.sha256;
+    this.appliedAt = new Date().toISOString();
+    this.revision = o.revision;
+    this.lastReload = { at: this.appliedAt, result: 'success', trigger, error: null, errors: [], sha256: o.sha256 };
+    this.lastLoggedError = null;
+    this.metrics.reload('success');
+    if (o.revision !== null) this.metrics.revision.set(o.revision.number);
+    for (const w of o.warnings) this.log.warn({ warning: w }, 'config warning');
+    this.log.info(
+      { trigger, revision: o.revision?.number ?? null, sha256: o.sha256, ...o.summary, changes: o.changed.slice(0, 20) },
+      o.changed.length === 0 ? 'config applied: no changes' : 'config applied',
+    );
+    if (this.proxy !== null) {
+      const next = this.withOverrides(o.settings);
+      for (const field of ['listen', 'adminListen', 'database'] as const) {
+        if (next[field] !== this.settings[field]) {
+          this.log.warn({ setting: field }, 'setting changed in the file: it takes effect after a restart');
+        }
+      }
+      this.settings = { ...next, listen: this.settings.listen, adminListen: this.settings.adminListen, database: this.settings.database };
+      if (next.upstream !== null && this.demo === null) this.upstream = new URL(next.upstream);
+      this.proxy.reconfigure(this.proxyConfig());
+    }
+  }
+
+  /** Replaces the proxy's view of keys and groups (after a reload or a management API change). */
+  setState(state: StoreState): void {
+    this.state = state;
+    this.snapshot = buildSnapshot(state.groups, state.keys);
+    const api = state.keys.filter((k) => k.source === 'api').length;
+    this.metrics.keys.labels('config').set(state.keys.length - api);
+    this.metrics.keys.labels('api').set(api);
+    this.metrics.groups.set(state.groups.length);
+  }
+
+  /** Re-reads keys and groups from the database (after a management API change). */
+  refreshFromDatabase(): void {
+    this.setState(readStoreState(this.db));
+  }
+
+  /** Reloads the config (off the serving thread); concurrent calls coalesce. */
+  reload(force: boolean, trigger: string): Promise<void> {
+    if (this.stopped || this.reloader === null) return Promise.resolve();
+    if (this.reloading !== null) {
+      this.reloadAgain = { force: force || (this.reloadAgain?.force ?? false), trigger };
+      return this.reloading;
+    }
+    this.reloading = (async () => {
+      let next: { force: boolean; trigger: string } | null = { force, trigger };
+      while (next !== null && !this.stopped && this.reloader !== null) {
+        this.reloadAgain = null;
+        const outcome = await this.reloader.run({
+          file: this.opts.configFile,
+          skipIfSha256: next.force ? null : this.appliedSha,
+          env: this.opts.env,
+        });
+        this.take(outcome, next.trigger);
+        next = this.reloadAgain;
+      }
+      this.reloading = null;
+    })();
+    return this.reloading;
+  }
+
+  private take(o: ReloadOutcome, trigger: string): void {
+    if (o.kind === 'applied') return this.accept(o, trigger);
+    const at = new Date().toISOString();
+    if (o.kind === 'unchanged') {
+      this.metrics.reload('unchanged');
+      // A file that came back to the applied bytes after a failure is in sync again.
+      if (this.lastReload?.result === 'failure') {
+        this.lastReload = { at, result: 'unchanged', trigger, error: null, errors: [], sha256: o.sha256 };
+      }
+      return;
+    }
+    this.lastReload = { at, result: 'failure', trigger, error: o.error, errors: o.errors, sha256: o.sha256 };
+    this.metrics.reload('failure');
+    if (o.error !== this.lastLoggedError) {
+      this.lastLoggedError = o.error;
+      this.log.error({ trigger, code: o.code, error: o.error, errors: o.errors.slice(0, 20) }, 'config reload failed: still serving the last good config');
+    }
+  }
+
+  flushLastUsed(): void {
+    try {
+      this.lastUsed.flush(this.db);
+    } catch (err) {
+      this.log.warn({ err: { message: (err as Error).message } }, 'last-used flush failed; will retry');
+    }
+  }
+
+  status(): object {
+    const keys = this.state.keys;
+    const api = keys.filter((k) => k.source === 'api').length;
+    const rev = this.revision ?? (this.db ? latestRevision(this.db) : null);
+    return {
+      config_file: this.opts.configFile,
+      database: this.dbFile,
+      ready: this.appliedSha !== null,
+      applied: {
+        sha256: this.appliedSha,
+        at: this.appliedAt,
+        revision: rev?.number ?? null,
+        revision_applied_at: rev?.appliedAt ?? null,
+      },
+      file_in_sync: this.lastReload?.result !== 'failure',
+      last_reload: this.lastReload,
+      keys: { total: keys.length, config: keys.length - api, api },
+      groups: this.state.groups.length,
+      upstream: this.demo !== null ? 'demo' : (this.upstream?.origin ?? null),
+    };
+  }
+
+  addresses(): { proxy: { host: string; port: number }; admin: { host: string; port: number } } {
+    if (this.proxy === null || this.admin === null) throw new Error('daemon is not serving');
+    return { proxy: this.proxy.address(), admin: this.admin.address() };
+  }
+
+  /** Graceful stop: stop accepting, let in-flight requests finish, flush, close. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.log.info({ grace_ms: this.settings?.shutdownGraceMs }, 'shutting down');
+    if (this.flushTimer !== null) clearInterval(this.flushTimer);
+    await this.watcher?.close();
+    await Promise.all([this.proxy?.close(this.settings.shutdownGraceMs), this.admin?.close()]);
+    await this.reloading?.catch(() => undefined);
+    await this.reloader?.close();
+    if (this.db) {
+      this.flushLastUsed();
+      this.db.close();
+    }
+    await new Promise<void>((resolve) => (this.demo === null ? resolve() : this.demo.close(() => resolve())));
+    this.log.info('stopped');
+  }
+}
+
+function hostForUrl(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}

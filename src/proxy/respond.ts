@@ -1,0 +1,52 @@
+import type { ServerResponse } from 'node:http';
+
+export type ErrorCode =
+  | 'missing_api_key'
+  | 'invalid_api_key'
+  | 'duplicate_api_key'
+  | 'forbidden'
+  | 'bad_request'
+  | 'too_many_requests'
+  | 'loop_detected'
+  | 'bad_gateway'
+  | 'gateway_timeout'
+  | 'not_ready';
+
+const MESSAGES: Record<ErrorCode, string> = {
+  missing_api_key: 'This request needs an API key in the {header} header.',
+  invalid_api_key: 'The API key is not valid: it is unknown, deleted, expired or disabled.',
+  duplicate_api_key: 'The {header} header was sent more than once; send it exactly once.',
+  forbidden: "This API key's group is not allowed to call this route.",
+  bad_request: 'The request path cannot be normalised safely.',
+  too_many_requests: 'Too many failed authentications from this address; retry later.',
+  loop_detected: 'The request came back to this proxy: the upstream points at keygate itself.',
+  bad_gateway: 'The upstream refused or reset the connection.',
+  gateway_timeout: 'The upstream did not answer in time.',
+  not_ready: 'keygate has not applied a configuration yet.',
+};
+
+export function errorMessage(code: ErrorCode, header: string): string {
+  return MESSAGES[code].replace('{header}', header);
+}
+
+export function sendError(
+  res: ServerResponse,
+  status: number,
+  code: ErrorCode,
+  opts: { header: string; message?: string; extra?: Record<string, string> },
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: code, message: opts.message ?? errorMessage(code, opts.header) });
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...opts.extra,
+  };
+  if (status === 401) headers['www-authenticate'] = `ApiKey realm="keygate", header="${opts.header}"`;
+  res.writeHead(status, headers);
+  res.end(body);
+}

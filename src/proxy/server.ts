@@ -1,0 +1,258 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Pool } from 'undici';
+import { normalizeTarget } from '../rules/path.ts';
+import { rulesAllow } from '../rules/match.ts';
+import { authenticate, type AuthFailure } from './auth.ts';
+import { forward } from './forward.ts';
+import { isTrusted, trustedProxyList, upstreamRequestHeaders } from './headers.ts';
+import { sendError, type ErrorCode } from './respond.ts';
+import type { KeySnapshot, Principal } from './snapshot.ts';
+import { FailedAuthThrottle } from './throttle.ts';
+import { rawError, tunnel } from './tunnel.ts';
+
+export type Outcome =
+  | 'forwarded'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'throttled'
+  | 'bad_request'
+  | 'upstream_error'
+  | 'loop'
+  | 'client_closed';
+
+/** What the proxy reports; implemented with prom-client by the admin side. */
+export interface ProxyMetrics {
+  request(outcome: Outcome, status: number): void;
+  authFailure(reason: AuthFailure | 'throttled'): void;
+  upstreamSeconds(seconds: number): void;
+}
+
+export interface ProxyConfig {
+  upstream: URL;
+  keyHeader: string;
+  forwardKey: boolean;
+  trustedProxies: readonly string[];
+  upstreamTimeoutMs: number;
+  failedAuthPerMinute: number;
+}
+
+export interface ProxyOptions {
+  config: ProxyConfig;
+  snapshot: () => KeySnapshot;
+  logger: Logger;
+  metrics: ProxyMetrics;
+  /** Records that a key was used (batched to the database elsewhere). */
+  touch: (keyId: number, nowMs: number) => void;
+}
+
+/** Headers for which Node keeps only the first value: duplicates must be looked up distinctly. */
+const NODE_DISCARDS_DUPLICATES = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards',
+  'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
+]);
+
+const FAILURE_STATUS: Record<AuthFailure, [number, ErrorCode]> = {
+  missing: [401, 'missing_api_key'],
+  invalid: [401, 'invalid_api_key'],
+  expired: [401, 'invalid_api_key'],
+  disabled: [401, 'invalid_api_key'],
+  duplicate: [400, 'duplicate_api_key'],
+};
+
+type Checked =
+  | { ok: true; principal: Principal; target: string }
+  | { ok: false; status: number; code: ErrorCode; outcome: Outcome; principal: Principal | null; extra?: Record<string, string> };
+
+export class ProxyServer {
+  readonly server: Server;
+  readonly via: string;
+  private pool: Pool;
+  private config: ProxyConfig;
+  private basePath: string;
+  private throttle: FailedAuthThrottle;
+  private trusted;
+  private readonly log: Logger;
+  private readonly sweepTimer: NodeJS.Timeout;
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.config = opts.config;
+    this.via = `1.1 keygate-${randomBytes(4).toString('hex')}`;
+    this.log = opts.logger.child({ component: 'proxy' });
+    this.pool = this.makePool(opts.config);
+    this.basePath = opts.config.upstream.pathname.replace(/\/+$/, '');
+    this.throttle = new FailedAuthThrottle(opts.config.failedAuthPerMinute);
+    this.trusted = trustedProxyList(opts.config.trustedProxies);
+    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) =>
+      this.onRequest(req, res),
+    );
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (socket.writable && err.code !== 'ECONNRESET') {
+        rawError(socket, 400, 'bad_request', this.config.keyHeader);
+      } else socket.destroy();
+    });
+    this.sweepTimer = setInterval(() => this.throttle.sweep(Date.now()), 60_000).unref();
+  }
+
+  private makePool(config: ProxyConfig): Pool {
+    return new Pool(config.upstream.origin, {
+      connections: 256,
+      pipelining: 1,
+      keepAliveTimeout: 4_000,
+      headersTimeout: config.upstreamTimeoutMs,
+      bodyTimeout: config.upstreamTimeoutMs,
+      connect: { timeout: Math.min(config.upstreamTimeoutMs, 10_000) },
+    });
+  }
+
+  /** Takes new settings after a reload; a changed upstream gets a new pool. */
+  reconfigure(config: ProxyConfig): void {
+    if (config.upstream.origin !== this.config.upstream.origin) {
+      const old = this.pool;
+      this.pool = this.makePool(config);
+      void old.close().catch(() => undefined);
+    }
+    if (config.failedAuthPerMinute !== this.config.failedAuthPerMinute) {
+      this.throttle = new FailedAuthThrottle(config.failedAuthPerMinute);
+    }
+    this.trusted = trustedProxyList(config.trustedProxies);
+    this.basePath = config.upstream.pathname.replace(/\/+$/, '');
+    this.config = config;
+  }
+
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server.address();
+    if (a === null || typeof a === 'string') throw new Error('proxy is not listening');
+    return { host: a.address, port: a.port };
+  }
+
+  /** Stops accepting, lets in-flight requests finish within `graceMs`, then closes what is left. */
+  async close(graceMs: number): Promise<void> {
+    clearInterval(this.sweepTimer);
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
+    await closed;
+    clearTimeout(timer);
+    await this.pool.close().catch(() => undefined);
+  }
+
+  private keyValue(req: IncomingMessage): string | undefined {
+    const h = this.config.keyHeader;
+    if (NODE_DISCARDS_DUPLICATES.has(h)) {
+      const all = req.headersDistinct[h];
+      if (all !== undefined && all.length > 1) return all.join(', ');
+    }
+    return req.headers[h] as string | undefined;
+  }
+
+  /** Authentication, path normalisation, rules and loop check: shared by requests and upgrades. */
+  private check(req: IncomingMessage, now: number): Checked {
+    const peer = req.socket.remoteAddress ?? '';
+    const wait = this.throttle.retryAfterSeconds(peer, now);
+    if (wait > 0) {
+      this.opts.metrics.authFailure('throttled');
+      return { ok: false, status: 429, code: 'too_many_requests', outcome: 'throttled', principal: null, extra: { 'retry-after': String(wait) } };
+    }
+    const auth = authenticate(this.opts.snapshot(), this.keyValue(req), now);
+    if (!auth.ok) {
+      this.throttle.fail(peer, now);
+      this.opts.metrics.authFailure(auth.reason);
+      const [status, code] = FAILURE_STATUS[auth.reason];
+      return { ok: false, status, code, outcome: status === 400 ? 'bad_request' : 'unauthenticated', principal: null };
+    }
+    const p = auth.principal;
+    const norm = normalizeTarget(req.url ?? '');
+    if (!norm.ok) return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
+    const method = req.method ?? 'GET';
+    if (!rulesAllow(p.groupRules, method, norm.segments) || !rulesAllow(p.keyRules, method, norm.segments)) {
+      return { ok: false, status: 403, code: 'forbidden', outcome: 'forbidden', principal: p };
+    }
+    const via = req.headers.via;
+    if (via !== undefined && via.includes(this.via)) {
+      return { ok: false, status: 508, code: 'loop_detected', outcome: 'loop', principal: p };
+    }
+    this.opts.touch(p.id, now);
+    return { ok: true, principal: p, target: this.basePath + norm.path + norm.query };
+  }
+
+  private headersFor(req: IncomingMessage, p: Principal, upgrade: boolean): string[] {
+    const peer = req.socket.remoteAddress ?? '';
+    return upstreamRequestHeaders(req.rawHeaders, p, peer, isTrusted(this.trusted, peer), {
+      keyHeader: this.config.keyHeader,
+      forwardKey: this.config.forwardKey,
+      via: this.via,
+      upgrade,
+    });
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const start = performance.now();
+    const now = Date.now();
+    const c = this.check(req, now);
+    if (!c.ok) {
+      sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(c.extra ? { extra: c.extra } : {}) });
+      this.record(req, c.status, c.outcome, c.principal, start);
+      // Drain an unread request body so the connection can be reused.
+      req.resume();
+      return;
+    }
+    const headers = this.headersFor(req, c.principal, false);
+    forward(this.pool, req, res, c.target, headers, this.via, this.config.upstreamTimeoutMs, (o) => {
+      if (o.kind === 'upstream_error') {
+        sendError(res, o.status, o.code, { header: this.config.keyHeader });
+        this.log.warn({ err: { message: o.err.message, code: (o.err as NodeJS.ErrnoException).code }, key_id: c.principal.id }, 'upstream failed');
+        this.record(req, o.status, 'upstream_error', c.principal, start);
+        return;
+      }
+      this.opts.metrics.upstreamSeconds((performance.now() - start) / 1000);
+      this.record(req, o.status, o.kind === 'aborted' ? 'client_closed' : 'forwarded', c.principal, start);
+    });
+  }
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const start = performance.now();
+    const c = this.check(req, Date.now());
+    if (!c.ok) {
+      rawError(socket, c.status, c.code, this.config.keyHeader, c.extra);
+      this.record(req, c.status, c.outcome, c.principal, start);
+      return;
+    }
+    const headers = this.headersFor(req, c.principal, true);
+    tunnel(this.config.upstream, req.method ?? 'GET', c.target, headers, socket, head, this.config.upstreamTimeoutMs, this.config.keyHeader, (status) =>
+      this.record(req, status, status >= 500 ? 'upstream_error' : 'forwarded', c.principal, start),
+    );
+  }
+
+  private record(req: IncomingMessage, status: number, outcome: Outcome, p: Principal | null, start: number): void {
+    this.opts.metrics.request(outcome, status);
+    const q = (req.url ?? '').indexOf('?');
+    const line = {
+      method: req.method,
+      // The query string is left out: it may carry secrets.
+      path: q === -1 ? req.url : req.url?.slice(0, q),
+      status,
+      outcome,
+      duration_ms: Math.round((performance.now() - start) * 100) / 100,
+      key_id: p?.id,
+      key_name: p?.name,
+      peer: req.socket.remoteAddress,
+    };
+    if (status >= 500) this.log.error(line, 'request');
+    else this.log.info(line, 'request');
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The proxy's read-only view of the keys: a map from key digest to principal,
+ * built once per reconcile and swapped whole. Never a database query per request.
+ */
+import { compileRules, type AllowRule, type CompiledRules } from '../rules/match.ts';
+
+export interface Principal {
+  id: number;
+  name: string;
+  prefix: string | null;
+  groupId: number;
+  group: string;
+  /** Members of the admin group may call every route and the management API. */
+  admin: boolean;
+  disabled: boolean;
+  /** Epoch milliseconds, or null for no expiry. */
+  expiresAtMs: number | null;
+  groupRules: CompiledRules;
+  keyRules: CompiledRules;
+}
+
+export interface SnapshotGroup {
+  id: number;
+  name: string;
+  allow: readonly AllowRule[] | null;
+}
+
+export interface SnapshotKey {
+  id: number;
+  name: string;
+  digest: string;
+  prefix: string | null;
+  groupId: number;
+  disabled: boolean;
+  expiresAt: string | null;
+  allow: readonly AllowRule[] | null;
+}
+
+export interface KeySnapshot {
+  readonly keys: ReadonlyMap<string, Principal>;
+  readonly groupCount: number;
+  /** Earliest future expiry, for timers that want to know (epoch ms), or null. */
+  readonly nextExpiryMs: number | null;
+}
+
+export const ADMIN_GROUP_NAME = 'admin';
+
+export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly SnapshotKey[], nowMs = Date.now()): KeySnapshot {
+  const byId = new Map<number, { name: string; rules: CompiledRules }>();
+  for (const g of groups) {
+    byId.set(g.id, { name: g.name, rules: g.name === ADMIN_GROUP_NAME ? null : compileRules(g.allow) });
+  }
+  const map = new Map<string, Principal>();
+  let nextExpiryMs: number | null = null;
+  for (const k of keys) {
+    const g = byId.get(k.groupId);
+    // A key whose group is unknown admits nothing: fail closed.
+    const expiresAtMs = k.expiresAt === null ? null : Date.parse(k.expiresAt);
+    if (expiresAtMs !== null && expiresAtMs > nowMs && (nextExpiryMs === null || expiresAtMs < nextExpiryMs)) {
+      nextExpiryMs = expiresAtMs;
+    }
+    map.set(k.digest, {
+      id: k.id,
+      name: k.name,
+      prefix: k.prefix,
+      groupId: k.groupId,
+      group: g?.name ?? '?',
+      admin: g?.name === ADMIN_GROUP_NAME,
+      disabled: k.disabled,
+      expiresAtMs,
+      groupRules: g === undefined ? [] : g.rules,
+      keyRules: compileRules(k.allow),
+    });
+  }
+  return Object.freeze({ keys: map, groupCount: groups.length, nextExpiryMs });
+}
+
+export const EMPTY_SNAPSHOT: KeySnapshot = Object.freeze({ keys: new Map(), groupCount: 0, nextExpiryMs: null });
