@@ -100,19 +100,23 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
     message,
   });
 
-  for (const problem of checkSchema(raw)) {
-    errors.push(diag(problem.path, problem.code, problem.message, problem.keyOf));
-  }
   const typed = raw as RawConfig;
   warnIgnoredSections(typed, diag, warnings);
 
-  // Templates are expanded after the structure checks, so secrets never show in them.
+  // Templates are expanded first, so that the schema checks the values keygate will use.
+  // No message ever quotes a value, so secrets never show in them.
   const templated = new Set<string>();
+  const missing = new Set<string>();
   expandAll(typed, env, templated, (p, names) => {
+    missing.add(p.join('/'));
     for (const name of names) {
       errors.push(diag(p, 'env_missing', `environment variable "${name}" is not set`));
     }
   });
+  for (const problem of checkSchema(raw)) {
+    if (missing.has(problem.path.join('/'))) continue;
+    errors.push(diag(problem.path, problem.code, problem.message, problem.keyOf));
+  }
 
   const result = checkSemantics(typed, {
     file: path.resolve(file),

@@ -12,7 +12,7 @@ let compiled: ValidateFunction | undefined;
 
 function validator(): ValidateFunction {
   if (compiled === undefined) {
-    const ajv = new Ajv({ allErrors: true, strict: false });
+    const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
     compiled = ajv.compile(JSON.parse(schemaText()) as object);
   }
   return compiled;

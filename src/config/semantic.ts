@@ -1,7 +1,6 @@
 import { derivedId, digestKey, displayPrefix } from '../keys/material.ts';
 import { patternProblem, type AllowRule } from '../rules/match.ts';
 import { settingsFrom } from './defaults.ts';
-import { hasTemplate } from './template.ts';
 import type { DocPath } from './positions.ts';
 import {
   ADMIN_GROUP,
@@ -86,7 +85,7 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
       return;
     }
     groupNames.set(name, i);
-    const allow = checkAllow(g.allow, [...p, 'allow'], error);
+    const allow = checkAllow(g.allow, [...p, 'allow'], error, quote);
     const group: DesiredGroup = {
       id: name === ALL_USERS_GROUP ? BUILTIN_GROUPS[ALL_USERS_GROUP].id : derivedId('group', name),
       name,
@@ -128,12 +127,6 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
     const key = str(k.key);
     const keyHash = str(k.key_hash);
     if (key !== undefined && keyHash === undefined) {
-      if (ctx.templated.has([...p, 'key'].join('/'))) {
-        // Only templated values are checked here; literal ones were checked by the schema.
-        if (!KEY_RULE.test(key) && !hasTemplate(key)) {
-          error([...p, 'key'], 'invalid_key', 'the key from the environment template must be 12-254 characters with no whitespace or control characters');
-        }
-      }
       if (KEY_RULE.test(key)) {
         digest = digestKey(key);
         prefix = displayPrefix(key);
@@ -143,9 +136,6 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
       }
     } else if (keyHash !== undefined && key === undefined) {
       if (HASH_RULE.test(keyHash)) digest = keyHash.slice('sha256:'.length);
-      else if (ctx.templated.has([...p, 'key_hash'].join('/')) && !hasTemplate(keyHash)) {
-        error([...p, 'key_hash'], 'invalid_key_hash', 'the value from the environment template must be "sha256:" followed by 64 lowercase hex digits');
-      }
     }
     if (digest !== undefined) {
       const first = digests.get(digest);
@@ -166,7 +156,7 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
         }
       }
     }
-    const allow = checkAllow(k.allow, [...p, 'allow'], error);
+    const allow = checkAllow(k.allow, [...p, 'allow'], error, quote);
     if (name !== undefined && group !== undefined && digest !== undefined) {
       keys.push({
         id: derivedId('key', name),
@@ -193,7 +183,7 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
   });
 }
 
-function checkAllow(value: unknown, p: DocPath, error: Report): AllowRule[] | null {
+function checkAllow(value: unknown, p: DocPath, error: Report, quote: (p: DocPath, v: string) => string): AllowRule[] | null {
   if (!Array.isArray(value)) return null;
   const rules: AllowRule[] = [];
   value.forEach((r, i) => {
@@ -202,7 +192,10 @@ function checkAllow(value: unknown, p: DocPath, error: Report): AllowRule[] | nu
     r.paths.forEach((pat, j) => {
       if (typeof pat !== 'string') return;
       const problem = patternProblem(pat);
-      if (problem !== null) error([...p, i, 'paths', j], 'invalid_pattern', `path pattern ${JSON.stringify(pat)} ${problem}`);
+      // A pattern without a leading "/" was already reported by the schema.
+      if (problem !== null && pat.startsWith('/')) {
+        error([...p, i, 'paths', j], 'invalid_pattern', `path pattern ${quote([...p, i, 'paths', j], pat)} ${problem}`);
+      }
       paths.push(pat);
     });
     const rule: AllowRule = Array.isArray(r.methods)

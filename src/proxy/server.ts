@@ -144,9 +144,12 @@ export class ProxyServer {
   async close(graceMs: number): Promise<void> {
     clearInterval(this.sweepTimer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Keep-alive connections become idle as their last response ends: close them as they do.
     this.server.closeIdleConnections();
+    const idle = setInterval(() => this.server.closeIdleConnections(), 50);
     const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
     await closed;
+    clearInterval(idle);
     clearTimeout(timer);
     await this.pool.close().catch(() => undefined);
   }
@@ -162,6 +165,11 @@ export class ProxyServer {
 
   /** Authentication, path normalisation, rules and loop check: shared by requests and upgrades. */
   private check(req: IncomingMessage, now: number): Checked {
+    // A request that already passed through this proxy: the upstream points back at us.
+    const via = req.headers.via;
+    if (via !== undefined && via.includes(this.via)) {
+      return { ok: false, status: 508, code: 'loop_detected', outcome: 'loop', principal: null };
+    }
     const peer = req.socket.remoteAddress ?? '';
     const wait = this.throttle.retryAfterSeconds(peer, now);
     if (wait > 0) {
@@ -181,10 +189,6 @@ export class ProxyServer {
     const method = req.method ?? 'GET';
     if (!rulesAllow(p.groupRules, method, norm.segments) || !rulesAllow(p.keyRules, method, norm.segments)) {
       return { ok: false, status: 403, code: 'forbidden', outcome: 'forbidden', principal: p };
-    }
-    const via = req.headers.via;
-    if (via !== undefined && via.includes(this.via)) {
-      return { ok: false, status: 508, code: 'loop_detected', outcome: 'loop', principal: p };
     }
     this.opts.touch(p.id, now);
     return { ok: true, principal: p, target: this.basePath + norm.path + norm.query };

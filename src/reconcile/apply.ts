@@ -40,6 +40,8 @@ export function applyPlan(db: DB, desired: DesiredState, plan: Plan, now: Date =
   );
   const moveKey = db.prepare(`UPDATE api_keys SET group_id = ?, updated_at = ? WHERE id = ?`);
   const deleteKey = db.prepare('DELETE FROM api_keys WHERE id = ?');
+  // 'x' is not a hex digit: a placeholder never equals a real digest.
+  const parkDigest = db.prepare(`UPDATE api_keys SET digest = 'x' || printf('%063d', id) WHERE id = ?`);
   const insertRevision = db.prepare(
     `INSERT INTO revisions (config_sha256, config_file, applied_at, created, updated, deleted)
      VALUES (?, ?, ?, ?, ?, ?)`,
@@ -56,6 +58,11 @@ export function applyPlan(db: DB, desired: DesiredState, plan: Plan, now: Date =
     }
     for (const c of plan.changes) {
       if (c.kind === 'key' && c.action === 'delete') deleteKey.run(c.id);
+    }
+    // Key material may move between entries in one change (rotation, swaps): park the
+    // digests that change on unique placeholders first, so that UNIQUE(digest) holds throughout.
+    for (const c of plan.changes) {
+      if (c.kind === 'key' && c.action === 'update' && c.fields?.includes('key') === true) parkDigest.run(c.id);
     }
     for (const c of plan.changes) {
       if (c.kind !== 'key' || c.action === 'delete') continue;

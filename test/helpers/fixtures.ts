@@ -1,0 +1,56 @@
+/** Config files shared by several test files. */
+import { yaml } from './config.ts';
+
+export const ADMIN_KEY = 'admin-key-0123456789abcdef';
+export const BOT_KEY = 'ci-bot-key-0123456789abcdef';
+export const NEW_KEY = 'brand-new-key-0123456789ab';
+
+/** One custom group (analysts) and two keys: "Admin API key" (admin) and "CI bot" (analysts by default). */
+export function baseConfig(opts: { botGroup?: string } = {}): string {
+  return yaml`
+    version: 1
+    config:
+      groups:
+        - name: analysts
+          description: Read-only
+          allow:
+            - methods: [GET]
+              paths: ["/api/card/**"]
+      api-keys:
+        - name: Admin API key
+          group: admin
+          key: ${ADMIN_KEY}
+        - name: CI bot
+          group: ${opts.botGroup ?? 'analysts'}
+          key: ${BOT_KEY}
+  `;
+}
+
+/** baseConfig without the "CI bot" entry. */
+export function withoutBot(): string {
+  return baseConfig().replace(/ {4}- name: CI bot\n.*\n.*\n/, '');
+}
+
+/** baseConfig without the analysts group; "CI bot" moves to all-users. */
+export function withoutAnalysts(): string {
+  return yaml`
+    version: 1
+    config:
+      api-keys:
+        - name: Admin API key
+          group: admin
+          key: ${ADMIN_KEY}
+        - name: CI bot
+          group: all-users
+          key: ${BOT_KEY}
+  `;
+}
+
+/** A file declaring `names` as config keys in all-users; `settings` is inserted under `config:`. */
+export function manyKeys(names: readonly string[], settings = ''): string {
+  const entries = names.map((n) => `    - name: ${n}\n      group: all-users\n      key: key-material-for-${n}-0123456789\n`);
+  return `version: 1\nconfig:\n${settings}  api-keys:${entries.length === 0 ? ' []' : ''}\n${entries.join('')}`;
+}
+
+export const range = (n: number, prefix = 'key'): string[] =>
+  Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, '0')}`);
