@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { load as loadYaml, CORE_SCHEMA } from 'js-yaml';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { Diagnostic } from '../errors.ts';
 import { checkSchema } from './schema.ts';
@@ -68,24 +69,34 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
     return fail();
   }
 
+  // The source-position parser (`yaml`) is slow and memory-hungry on large files, so a
+  // plain, well-formed file is read with js-yaml, and `yaml` runs only when a position is
+  // needed (an error or a warning) or when js-yaml cannot take the file as it is.
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, strict: true });
-  const positions = new Positions(doc as Document.Parsed, lines);
-  for (const e of doc.errors) {
-    const pos = positions.at(e.pos[0]);
-    errors.push({ file: shown, ...pos, path: '', code: `yaml.${e.code.toLowerCase()}`, message: yamlMessage(e.message) });
-  }
-  if (errors.length > 0) return fail();
+  let parsed: Document.Parsed | null = null;
+  const document = (): Document.Parsed => {
+    parsed ??= parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, strict: true });
+    return parsed;
+  };
+  const positions = new Positions(document, lines);
 
-  let raw: unknown;
-  try {
-    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
-  } catch (err) {
-    const message = /alias/i.test(String(err))
-      ? `too many YAML alias expansions (more than ${MAX_ALIAS_COUNT}): refusing a possible alias bomb`
-      : `cannot read document: ${String((err as Error).message ?? err)}`;
-    errors.push({ file: shown, line: 1, column: 1, path: '', code: 'yaml.alias_count', message });
-    return fail();
+  let raw = fastParse(text);
+  if (raw === SLOW) {
+    const doc = document();
+    for (const e of doc.errors) {
+      const pos = positions.at(e.pos[0]);
+      errors.push({ file: shown, ...pos, path: '', code: `yaml.${e.code.toLowerCase()}`, message: yamlMessage(e.message) });
+    }
+    if (errors.length > 0) return fail();
+    try {
+      raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as unknown;
+    } catch (err) {
+      const message = /alias/i.test(String(err))
+        ? `too many YAML alias expansions (more than ${MAX_ALIAS_COUNT}): refusing a possible alias bomb`
+        : `cannot read document: ${String((err as Error).message ?? err)}`;
+      errors.push({ file: shown, line: 1, column: 1, path: '', code: 'yaml.alias_count', message });
+      return fail();
+    }
   }
   if (raw === null || raw === undefined) {
     errors.push({ file: shown, line: 1, column: 1, path: '', code: 'empty', message: 'file is empty: expected "version" and "config"' });
@@ -131,6 +142,34 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
   return { ok: true, desired: result, warnings };
 }
 
+const SLOW = Symbol('slow');
+
+/**
+ * js-yaml's reading of a file, or SLOW when the careful parser must decide: js-yaml
+ * failed (syntax, duplicate keys, several documents), or the document shares maps or
+ * lists through anchors and aliases (which the careful parser expands under a limit).
+ */
+function fastParse(text: string): unknown {
+  let value: unknown;
+  try {
+    value = loadYaml(text, { schema: CORE_SCHEMA, json: false });
+  } catch {
+    return SLOW;
+  }
+  if (text.includes('&') || text.includes('*')) {
+    const seen = new Set<object>();
+    const shared = (v: unknown): boolean => {
+      if (v === null || typeof v !== 'object') return false;
+      if (seen.has(v)) return true;
+      seen.add(v);
+      for (const child of Array.isArray(v) ? v : Object.values(v)) if (shared(child)) return true;
+      return false;
+    };
+    if (shared(value)) return SLOW;
+  }
+  return value;
+}
+
 const KEYGATE_SECTIONS = new Set(['keygate', 'users', 'groups', 'api-keys']);
 
 function warnIgnoredSections(
@@ -164,7 +203,7 @@ function expandAll(
   if (cfg === null || typeof cfg !== 'object') return;
   const walk = (value: unknown, p: Array<string | number>): unknown => {
     if (typeof value === 'string') {
-      if (!hasTemplate(value)) return value;
+      if (!value.includes('{{') || !hasTemplate(value)) return value;
       templated.add(p.join('/'));
       const r = expandTemplate(value, env);
       if (!r.ok) {

@@ -15,8 +15,9 @@ export function displayPath(p: DocPath): string {
 
 /** Resolves document paths to 1-based line and column. */
 export class Positions {
+  /** `doc` parses on first use: positions are needed only for errors and warnings. */
   constructor(
-    private readonly doc: Document.Parsed | null,
+    private readonly doc: () => Document.Parsed,
     private readonly lines: LineCounter,
   ) {}
 
@@ -27,8 +28,7 @@ export class Positions {
 
   /** The node at `p`, or the deepest existing ancestor. With `keyOf`, the position of that key. */
   of(p: DocPath, opts: { keyOf?: string } = {}): { line: number; column: number } {
-    if (this.doc === null) return { line: 1, column: 1 };
-    let node: unknown = this.doc.contents;
+    let node: unknown = this.doc().contents;
     for (const seg of p) {
       const next = childOf(node, seg);
       if (next === undefined) break;

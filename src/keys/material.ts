@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, hash, randomBytes } from 'node:crypto';
 
 /** Characters shown of a key (as Metabase shows them). */
 export const PREFIX_LENGTH = 7;
@@ -11,7 +11,7 @@ const CHECKSUM_LENGTH = 6;
 
 /** Hex SHA-256 of a key: what the database and the in-memory snapshot hold. */
 export function digestKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 export function keyHashString(key: string): string {
@@ -62,7 +62,7 @@ export function hasValidChecksum(key: string): boolean {
 
 /** Stable 48-bit integer id from a name, so replicas applying the same file agree. */
 export function derivedId(kind: 'key' | 'group', name: string): number {
-  const hex = createHash('sha256').update(`keygate:${kind}:${name}`, 'utf8').digest('hex').slice(0, 12);
+  const hex = hash('sha256', `keygate:${kind}:${name}`, 'hex').slice(0, 12);
   // Keep clear of the small ids used by built-in groups.
   return Number.parseInt(hex, 16) + 1000;
 }
