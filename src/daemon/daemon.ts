@@ -50,6 +50,8 @@ export class Daemon {
   readonly metrics = new Metrics();
   readonly lastUsed = new LastUsed();
   readonly log: Logger;
+  /** The root logger, for other components' children. */
+  readonly logger: Logger;
   db!: DB;
   dbFile = '';
   settings!: Settings;
@@ -70,8 +72,10 @@ export class Daemon {
   private reloadAgain: { force: boolean; trigger: string } | null = null;
   private upstream: URL | null = null;
   private stopped = false;
+  private apiWrites = 0;
 
   constructor(private readonly opts: DaemonOptions) {
+    this.logger = opts.logger;
     this.log = opts.logger.child({ component: 'daemon' });
   }
 
@@ -214,8 +218,13 @@ export class Daemon {
     this.metrics.groups.set(state.groups.length);
   }
 
-  /** Re-reads keys and groups from the database (after a management API change). */
-  refreshFromDatabase(): void {
+  /**
+   * After a management API write: re-read keys and groups, so that the next
+   * request sees the change. A reload already under way read the database
+   * before this write; `apiWrites` tells `take` to re-read after it.
+   */
+  noteApiWrite(): void {
+    this.apiWrites++;
     this.setState(readStoreState(this.db));
   }
 
@@ -230,12 +239,14 @@ export class Daemon {
       let next: { force: boolean; trigger: string } | null = { force, trigger };
       while (next !== null && !this.stopped && this.reloader !== null) {
         this.reloadAgain = null;
+        const writesBefore = this.apiWrites;
         const outcome = await this.reloader.run({
           file: this.opts.configFile,
           skipIfSha256: next.force ? null : this.appliedSha,
           env: this.opts.env,
         });
         this.take(outcome, next.trigger);
+        if (outcome.kind === 'applied' && this.apiWrites !== writesBefore) this.setState(readStoreState(this.db));
         next = this.reloadAgain;
       }
       this.reloading = null;

@@ -12,6 +12,11 @@ export class LastUsed {
     this.pending.set(keyId, nowMs);
   }
 
+  /** The newest use not yet written, in epoch ms, or null. */
+  pendingAt(keyId: number): number | null {
+    return this.pending.get(keyId) ?? null;
+  }
+
   get size(): number {
     return this.pending.size;
   }
