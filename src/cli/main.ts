@@ -1,10 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { KeygateError } from '../errors.ts';
-import { schemaText } from '../config/schema.ts';
 import { processIo, type Io } from './io.ts';
-import { validateCommand } from './validate.ts';
-import { planCommand } from './plan.ts';
-import { keysCommand } from './keys.ts';
 
 export const HELP = `keygate: API keys declared in a YAML file, kept in SQLite, enforced by a reverse proxy.
 
@@ -39,16 +35,17 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   const wantsJson = args.includes('--json');
   try {
     switch (command) {
+      // Commands are imported when run: `serve` never loads the config parser on its serving thread.
       case 'validate':
-        return validateCommand(args, io);
+        return (await import('./validate.ts')).validateCommand(args, io);
       case 'plan':
-        return planCommand(args, io, 'plan');
+        return (await import('./plan.ts')).planCommand(args, io, 'plan');
       case 'apply':
-        return planCommand(args, io, 'apply');
+        return (await import('./plan.ts')).planCommand(args, io, 'apply');
       case 'keys':
-        return await keysCommand(args, io);
+        return await (await import('./keys.ts')).keysCommand(args, io);
       case 'schema':
-        io.out(schemaText());
+        io.out((await import('../config/schema.ts')).schemaText());
         return 0;
       case 'serve': {
         const { serveCommand } = await import('./serve.ts');

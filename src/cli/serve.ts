@@ -61,6 +61,7 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
     if (err instanceof ConfigInvalidError) {
       printDiagnostics(io.err, err.diagnostics, []);
       io.err(`serve: ${file} is invalid (${err.diagnostics.length} errors): not serving\n`);
+      await daemon.stop().catch(() => undefined);
       logger.flush();
       return 1;
     }

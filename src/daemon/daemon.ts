@@ -1,19 +1,17 @@
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import path from 'node:path';
-import { loadConfigFile } from '../config/load.ts';
-import { locateDatabase } from '../config/locate.ts';
 import type { Settings } from '../config/types.ts';
 import { ConfigInvalidError, KeygateError } from '../errors.ts';
 import { openDatabase, type DB } from '../store/db.ts';
 import { LastUsed } from '../store/last-used.ts';
-import { latestRevision, type RevisionRow } from '../store/state.ts';
+import { latestRevision, readStoreState, type RevisionRow, type StoreState } from '../store/state.ts';
 import { buildSnapshot, EMPTY_SNAPSHOT, type KeySnapshot } from '../proxy/snapshot.ts';
 import { ProxyServer, type ProxyConfig } from '../proxy/server.ts';
 import { AdminServer, type ApiHandler } from '../admin/server.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startDemoUpstream } from './demo-upstream.ts';
-import { readStoreState, runReload, type ReloadOutcome, type StoreState } from './reload.ts';
+import type { ReloadOutcome } from './reload.ts';
 import { Reloader } from './reloader.ts';
 import { ConfigWatcher } from './watch.ts';
 
@@ -56,7 +54,8 @@ export class Daemon {
   dbFile = '';
   settings!: Settings;
   private snapshot: KeySnapshot = EMPTY_SNAPSHOT;
-  private state: StoreState = { groups: [], keys: [] };
+  /** What /status shows of the state; the rows themselves are not kept (the snapshot is). */
+  private counts = { keys: 0, config: 0, api: 0, groups: 0, firstConfigKey: null as string | null };
   private appliedSha: string | null = null;
   private appliedAt: string | null = null;
   private revision: RevisionRow | null = null;
@@ -88,19 +87,21 @@ export class Daemon {
   /** Applies the config, then serves. Throws on an invalid config or a refused apply: nothing is served then. */
   async start(): Promise<void> {
     const file = this.opts.configFile;
-    const loaded = loadConfigFile(file, { env: this.opts.env });
-    if (!loaded.ok) throw new ConfigInvalidError(file, loaded.errors);
-    this.settings = this.withOverrides(loaded.desired.settings);
-    this.dbFile = locateDatabase(this.opts.dbFlag, this.settings.database, file, this.opts.env);
-    this.db = openDatabase(this.dbFile);
-    const first = runReload(this.db, { file, skipIfSha256: null, env: this.opts.env });
+    // Even the first apply runs in the worker: a big file's parse never grows the serving thread's heap.
+    this.reloader = new Reloader();
+    const started = await this.reloader.start(file, this.opts.dbFlag, this.opts.env, process.cwd());
+    if (started.kind === 'invalid') throw new ConfigInvalidError(file, started.diagnostics);
+    if (started.kind !== 'started') throw new KeygateError('KG_ERR_APPLY_FAILED', started.kind === 'crashed' ? started.error : 'config could not be applied');
+    const first = started.outcome;
     if (first.kind !== 'applied') {
-      this.db.close();
       throw new KeygateError(
         first.kind === 'failed' && first.code === 'KG_ERR_DELETION_GUARD' ? 'KG_ERR_DELETION_GUARD' : 'KG_ERR_CONFIG_INVALID',
         first.kind === 'failed' ? first.error : 'config could not be applied',
       );
     }
+    this.dbFile = started.dbFile;
+    this.db = openDatabase(this.dbFile);
+    this.settings = this.withOverrides(first.settings);
     this.accept(first, 'start');
 
     let upstream = this.settings.upstream;
@@ -129,7 +130,6 @@ export class Daemon {
     await this.proxy.listen(listen.host, listen.port);
     await this.admin.listen(adminListen.host, adminListen.port);
 
-    this.reloader = new Reloader(this.dbFile);
     const dbBase = path.basename(this.dbFile);
     this.watcher = new ConfigWatcher({
       file,
@@ -149,8 +149,8 @@ export class Daemon {
       'keygate serving',
     );
     if (this.demo !== null) {
-      const first = this.state.keys.find((k) => k.source === 'config');
-      const hint = first === undefined ? 'one of your keys' : `the key of "${first.name}" in ${path.basename(file)}`;
+      const first = this.counts.firstConfigKey;
+      const hint = first === null ? 'one of your keys' : `the key of "${first}" in ${path.basename(file)}`;
       this.opts.out(
         `keygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
           `  curl -H "x-api-key: $KEY" http://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
@@ -210,10 +210,16 @@ export class Daemon {
 
   /** Replaces the proxy's view of keys and groups (after a reload or a management API change). */
   setState(state: StoreState): void {
-    this.state = state;
     this.snapshot = buildSnapshot(state.groups, state.keys);
     const api = state.keys.filter((k) => k.source === 'api').length;
-    this.metrics.keys.labels('config').set(state.keys.length - api);
+    this.counts = {
+      keys: state.keys.length,
+      config: state.keys.length - api,
+      api,
+      groups: state.groups.length,
+      firstConfigKey: state.keys.find((k) => k.source === 'config')?.name ?? null,
+    };
+    this.metrics.keys.labels('config').set(this.counts.config);
     this.metrics.keys.labels('api').set(api);
     this.metrics.groups.set(state.groups.length);
   }
@@ -282,8 +288,6 @@ export class Daemon {
   }
 
   status(): object {
-    const keys = this.state.keys;
-    const api = keys.filter((k) => k.source === 'api').length;
     const rev = this.revision ?? (this.db ? latestRevision(this.db) : null);
     return {
       config_file: this.opts.configFile,
@@ -297,8 +301,8 @@ export class Daemon {
       },
       file_in_sync: this.lastReload?.result !== 'failure',
       last_reload: this.lastReload,
-      keys: { total: keys.length, config: keys.length - api, api },
-      groups: this.state.groups.length,
+      keys: { total: this.counts.keys, config: this.counts.config, api: this.counts.api },
+      groups: this.counts.groups,
       upstream: this.demo !== null ? 'demo' : (this.upstream?.origin ?? null),
     };
   }
@@ -312,13 +316,14 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.log.info({ grace_ms: this.settings?.shutdownGraceMs }, 'shutting down');
+    const graceMs = this.settings?.shutdownGraceMs ?? 0;
+    this.log.info({ grace_ms: graceMs }, 'shutting down');
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     await this.watcher?.close();
-    await Promise.all([this.proxy?.close(this.settings.shutdownGraceMs), this.admin?.close()]);
+    await Promise.all([this.proxy?.close(graceMs), this.admin?.close()]);
     await this.reloading?.catch(() => undefined);
     await this.reloader?.close();
-    if (this.db) {
+    if (this.db !== undefined) {
       this.flushLastUsed();
       this.db.close();
     }

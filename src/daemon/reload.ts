@@ -10,13 +10,7 @@ import { formatDiagnostic, KeygateError, type Diagnostic } from '../errors.ts';
 import { reconcile } from '../reconcile/engine.ts';
 import type { PlanSummary } from '../reconcile/diff.ts';
 import type { DB } from '../store/db.ts';
-import { readGroups, readKeys, latestRevision, type RevisionRow } from '../store/state.ts';
-import type { SnapshotGroup, SnapshotKey } from '../proxy/snapshot.ts';
-
-export interface StoreState {
-  groups: SnapshotGroup[];
-  keys: Array<SnapshotKey & { source: 'config' | 'api' }>;
-}
+import { latestRevision, readStoreState, type RevisionRow, type StoreState } from '../store/state.ts';
 
 export type ReloadOutcome =
   | { kind: 'unchanged'; sha256: string }
@@ -37,23 +31,6 @@ export interface ReloadRequest {
   /** Skip the work when the file's SHA-256 equals this (the applied one). */
   skipIfSha256: string | null;
   env: NodeJS.ProcessEnv;
-}
-
-export function readStoreState(db: DB): StoreState {
-  return {
-    groups: readGroups(db).map((g) => ({ id: g.id, name: g.name, allow: g.allow })),
-    keys: readKeys(db).map((k) => ({
-      id: k.id,
-      name: k.name,
-      digest: k.digest,
-      prefix: k.prefix,
-      groupId: k.groupId,
-      disabled: k.disabled,
-      expiresAt: k.expiresAt,
-      allow: k.allow,
-      source: k.source,
-    })),
-  };
 }
 
 export function runReload(db: DB, req: ReloadRequest): ReloadOutcome {

@@ -139,3 +139,36 @@ export function latestRevision(db: DB): RevisionRow | null {
     deleted: r.deleted,
   };
 }
+
+/** What the proxy's snapshot is built from: the rows, without timestamps. */
+export interface StoreState {
+  groups: Array<{ id: number; name: string; allow: AllowRule[] | null }>;
+  keys: Array<{
+    id: number;
+    name: string;
+    digest: string;
+    prefix: string | null;
+    groupId: number;
+    disabled: boolean;
+    expiresAt: string | null;
+    allow: AllowRule[] | null;
+    source: Source;
+  }>;
+}
+
+export function readStoreState(db: DB): StoreState {
+  return {
+    groups: readGroups(db).map((g) => ({ id: g.id, name: g.name, allow: g.allow })),
+    keys: readKeys(db).map((k) => ({
+      id: k.id,
+      name: k.name,
+      digest: k.digest,
+      prefix: k.prefix,
+      groupId: k.groupId,
+      disabled: k.disabled,
+      expiresAt: k.expiresAt,
+      allow: k.allow,
+      source: k.source,
+    })),
+  };
+}
