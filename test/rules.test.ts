@@ -1,0 +1,130 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { normalizeTarget } from '../src/rules/path.ts';
+import { compileRules, patternProblem, rulesAllow } from '../src/rules/match.ts';
+import { FailedAuthThrottle } from '../src/proxy/throttle.ts';
+import { trustedProxyList, upstreamRequestHeaders, downstreamResponseHeaders, isTrusted } from '../src/proxy/headers.ts';
+
+const norm = (t: string): string | null => {
+  const r = normalizeTarget(t);
+  return r.ok ? r.path + r.query : null;
+};
+
+test('normalises paths: unreserved escapes decoded, dot segments resolved, slashes merged', () => {
+  assert.equal(norm('/api/card/1'), '/api/card/1');
+  assert.equal(norm('/api//card///1'), '/api/card/1');
+  assert.equal(norm('/api/./card/1'), '/api/card/1');
+  assert.equal(norm('/api/x/../card/1'), '/api/card/1');
+  assert.equal(norm('/api/%63ard/%31'), '/api/card/1');
+  assert.equal(norm('/api/card/%2e%2E/user'), '/api/user');
+  assert.equal(norm('/api/card/a%20b'), '/api/card/a%20b');
+  assert.equal(norm('/api/card/a%3fb'), '/api/card/a%3Fb');
+  assert.equal(norm('/api/card/?q=../..'), '/api/card/?q=../..', 'the query is left alone');
+  assert.equal(norm('/'), '/');
+});
+
+test('refuses paths that cannot be normalised safely', () => {
+  for (const bad of [
+    '/api/card/%2F1',
+    '/api/card/%2f1',
+    '/api/card/%5C1',
+    '/api/%00',
+    '/api/%zz',
+    '/api/%4',
+    '/api\\card',
+    '/../etc/passwd',
+    '/api/../../etc',
+    '/%2e%2e/x',
+    'http://evil.example/admin',
+    '*',
+    '',
+    'api/card',
+  ]) {
+    assert.equal(normalizeTarget(bad).ok, false, bad);
+  }
+});
+
+test('matches * to one segment and ** to any number, with methods', () => {
+  const rules = compileRules([
+    { methods: ['GET', 'HEAD'], paths: ['/api/card/*', '/api/dashboard/**'] },
+    { paths: ['/public'] },
+  ]);
+  const allows = (m: string, p: string): boolean => {
+    const r = normalizeTarget(p);
+    assert.ok(r.ok);
+    return rulesAllow(rules, m, r.segments);
+  };
+  assert.equal(allows('GET', '/api/card/1'), true);
+  assert.equal(allows('GET', '/api/card/1/query'), false, '* is one segment');
+  assert.equal(allows('GET', '/api/card'), false, '* needs a segment');
+  assert.equal(allows('POST', '/api/card/1'), false, 'method not allowed');
+  assert.equal(allows('GET', '/api/dashboard'), true, '** matches zero segments');
+  assert.equal(allows('GET', '/api/dashboard/1/cards/2'), true);
+  assert.equal(allows('DELETE', '/public'), true, 'no methods: every method');
+  assert.equal(allows('GET', '/public/x'), false);
+  assert.equal(allows('GET', '/API/card/1'), false, 'matching is case-sensitive');
+  assert.equal(allows('GET', '/api/card/1/../../user/1'), false);
+});
+
+test('no rules allow everything; an empty list allows nothing', () => {
+  assert.equal(rulesAllow(compileRules(null), 'GET', ['x']), true);
+  assert.equal(rulesAllow(compileRules([]), 'GET', ['x']), false);
+});
+
+test('reports badly formed patterns', () => {
+  assert.equal(patternProblem('/api/*'), null);
+  assert.match(patternProblem('/api/card*') ?? '', /whole path segment/);
+  assert.match(patternProblem('api') ?? '', /start with/);
+  assert.match(patternProblem('/api/../x') ?? '', /"\."/);
+});
+
+test('the failed-auth bucket empties after N failures and refills over a minute', () => {
+  const t = new FailedAuthThrottle(3);
+  const now = 1_000_000;
+  assert.equal(t.retryAfterSeconds('1.2.3.4', now), 0);
+  t.fail('1.2.3.4', now);
+  t.fail('1.2.3.4', now);
+  assert.equal(t.retryAfterSeconds('1.2.3.4', now), 0);
+  t.fail('1.2.3.4', now);
+  assert.ok(t.retryAfterSeconds('1.2.3.4', now) >= 1, 'throttled after 3 failures');
+  assert.equal(t.retryAfterSeconds('5.6.7.8', now), 0, 'other addresses are not affected');
+  assert.equal(t.retryAfterSeconds('1.2.3.4', now + 20_001), 0, 'one token back after 20 s');
+  t.sweep(now + 120_000);
+  assert.equal(t.size, 0, 'full buckets are forgotten');
+});
+
+test('forwarded headers: untrusted peers are replaced, trusted proxies appended to', () => {
+  const raw = ['Host', 'api.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Api-Key', 'secret', 'Connection', 'keep-alive, x-drop', 'X-Drop', '1', 'X-Api-Key-Group', 'admin'];
+  const who = { id: 7, name: 'bot', group: 'readers' };
+  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
+  const pairs = (h: string[]): Map<string, string> => {
+    const m = new Map<string, string>();
+    for (let i = 0; i < h.length; i += 2) m.set((h[i] as string).toLowerCase(), h[i + 1] as string);
+    return m;
+  };
+  const untrusted = pairs(upstreamRequestHeaders(raw, who, '10.0.0.9', false, opts));
+  assert.equal(untrusted.get('x-forwarded-for'), '10.0.0.9');
+  assert.equal(untrusted.get('x-forwarded-proto'), 'http');
+  assert.equal(untrusted.get('x-forwarded-host'), 'api.example');
+  assert.equal(untrusted.has('x-api-key'), false);
+  assert.equal(untrusted.has('connection'), false);
+  assert.equal(untrusted.has('x-drop'), false, 'headers named in Connection are hop-by-hop');
+  assert.equal(untrusted.get('x-api-key-group'), 'readers');
+  const list = trustedProxyList(['10.0.0.0/8']);
+  assert.equal(isTrusted(list, '10.0.0.9'), true);
+  assert.equal(isTrusted(list, '::ffff:10.0.0.9'), true);
+  assert.equal(isTrusted(list, '11.0.0.1'), false);
+  const trusted = pairs(upstreamRequestHeaders(raw, who, '10.0.0.9', true, opts));
+  assert.equal(trusted.get('x-forwarded-for'), '6.6.6.6, 10.0.0.9');
+  assert.equal(trusted.get('x-forwarded-proto'), 'https');
+  const forwarded = pairs(upstreamRequestHeaders(raw, who, '10.0.0.9', false, { ...opts, forwardKey: true }));
+  assert.equal(forwarded.get('x-api-key'), 'secret', 'forward_key keeps the key header');
+  const names = pairs(upstreamRequestHeaders(raw, { ...who, name: 'clé ✓' }, '10.0.0.9', false, opts));
+  assert.equal(names.get('x-api-key-name'), encodeURIComponent('clé ✓'), 'names HTTP cannot carry are percent-encoded');
+});
+
+test('response headers lose hop-by-hop fields and gain via', () => {
+  const raw = ['Content-Type', 'text/plain', 'Connection', 'close', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'Via', '1.0 other'].map((s) => Buffer.from(s));
+  const out = downstreamResponseHeaders(raw, '1.1 keygate-test');
+  assert.deepEqual(out, ['Content-Type', 'text/plain', 'Via', '1.0 other, 1.1 keygate-test']);
+});
