@@ -252,6 +252,8 @@ export function managementApi(daemon: Daemon): ApiHandler {
         if (k.source === 'config') throw managedByConfig('API key', k.name);
         if (groupId !== undefined) requireGroup(groupId);
         if (name !== undefined) uniqueName(name, k.id);
+        const groups0 = groupsById();
+        if (name === undefined && groupId === undefined && description === undefined) return [200, keyJson(k, groups0)];
         const row = updateApiKey(
           db(),
           k.id,
@@ -321,7 +323,7 @@ export function managementApi(daemon: Daemon): ApiHandler {
           throw new HttpError(400, { error: 'builtin_group', message: `group "${g.name}" is built in and cannot be deleted` });
         }
         if (g.source === 'config') throw managedByConfig('group', g.name);
-        const moved = deleteGroupMovingKeys(db(), g.id);
+        const moved = deleteGroupMovingKeys(db(), g.id, actor);
         changed();
         audit(actor, 'group.delete', { id: g.id, name: g.name }, { name: g.name, members: moved }, { moved_to: ALL_USERS_GROUP });
         return [204, null];

@@ -92,11 +92,11 @@ export function insertApiGroup(db: DB, g: { id: number; name: string; descriptio
 }
 
 /** Deletes a group; its keys move to all-users (Metabase's rule). Returns how many moved. */
-export function deleteGroupMovingKeys(db: DB, id: number, now = new Date()): number {
+export function deleteGroupMovingKeys(db: DB, id: number, actor: Actor, now = new Date()): number {
   return db.transaction(() => {
     const moved = db
-      .prepare('UPDATE api_keys SET group_id = ?, updated_at = ? WHERE group_id = ?')
-      .run(BUILTIN_GROUPS[ALL_USERS_GROUP].id, now.toISOString(), id).changes;
+      .prepare('UPDATE api_keys SET group_id = ?, updated_at = ?, updated_by = ? WHERE group_id = ?')
+      .run(BUILTIN_GROUPS[ALL_USERS_GROUP].id, now.toISOString(), actorText(actor), id).changes;
     db.prepare('DELETE FROM groups WHERE id = ?').run(id);
     return moved;
   })();
