@@ -8,7 +8,7 @@
  *   node --import tsx bench/reload.ts [--no-write]
  *
  * Event-loop delay is read from the daemon's own /metrics
- * (keygate_process_nodejs_eventloop_lag_max_seconds, reset at each scrape).
+ * (keygate_nodejs_eventloop_lag_max_seconds, reset at each scrape).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync, existsSync } from 'node:fs';
@@ -85,7 +85,7 @@ async function status(d: Daemon, path_: string, key?: string): Promise<number> {
 
 async function lagMaxMs(d: Daemon): Promise<number> {
   const text = await (await fetch(`${d.admin}/metrics`)).text();
-  const m = /^keygate_process_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text);
+  const m = /^keygate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text);
   return m === null ? NaN : Number(m[1]) * 1000;
 }
 

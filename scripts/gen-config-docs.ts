@@ -53,7 +53,7 @@ const NULL_DEFAULTS: Partial<Record<keyof Settings, string>> = {
  * not in the schema; the generator refuses to run when a setting is missing.
  */
 const TAKES_EFFECT: Record<string, string> = {
-  upstream: 'on reload (a daemon started with the demo upstream keeps it until restarted)',
+  upstream: 'on reload (a daemon started with the demo upstream switches to it and stops the demo)',
   listen: 'at the next restart (a change is logged as a warning)',
   admin_listen: 'at the next restart (a change is logged as a warning)',
   database: 'at the next restart (a change is logged as a warning)',

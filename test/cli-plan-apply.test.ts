@@ -142,6 +142,13 @@ describe('failed applies change nothing', () => {
     const bytes = readFileSync(c.db);
     const rows = tables(c.db);
 
+    const plan = await kg(c.dir, 'plan');
+    assert.equal(plan.code, 1, shown(plan));
+    assert.match(plan.stdout, /- delete key "key-011"/, 'the refused plan is still shown to the reviewer');
+    assert.match(plan.stderr, /deletion guard: this change deletes 11 config-owned keys \(limit 10\)/);
+    const planAllowed = await kg(c.dir, 'plan', '--allow-deletes');
+    assert.equal(planAllowed.code, 2, shown(planAllowed));
+
     const refused = await kg(c.dir, 'apply');
     assert.equal(refused.code, 1, shown(refused));
     assert.match(refused.stderr, /deletion guard: the change would delete 11 of 12 config-owned keys \(limit 10\)/);

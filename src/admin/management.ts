@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { ADMIN_GROUP, ALL_USERS_GROUP } from '../config/types.ts';
 import { digestKey, displayPrefix, generateKey, maskKey, randomId } from '../keys/material.ts';
 import { authenticate } from '../proxy/auth.ts';
+import { FailedAuthThrottle } from '../proxy/throttle.ts';
 import type { Principal } from '../proxy/snapshot.ts';
 import { errorMessage } from '../proxy/respond.ts';
 import {
@@ -33,6 +34,7 @@ class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly body: object,
+    readonly headers: Record<string, string> = {},
   ) {
     super(`http ${status}`);
   }
@@ -143,10 +145,21 @@ export function managementApi(daemon: Daemon): ApiHandler {
     });
   }
 
+  // Failed authentications are throttled per address here too, as on the proxy.
+  const throttle = new FailedAuthThrottle(daemon.settings.failedAuthPerMinute);
+
   function caller(req: IncomingMessage): Principal {
+    const now = Date.now();
+    const peer = req.socket.remoteAddress ?? '';
+    const wait = throttle.retryAfterSeconds(peer, now);
+    if (wait > 0) {
+      daemon.metrics.authFailure('throttled');
+      throw new HttpError(429, { error: 'too_many_requests', message: errorMessage('too_many_requests', keyHeader()) }, { 'retry-after': String(wait) });
+    }
     const raw = req.headers[keyHeader()];
-    const auth = authenticate(daemon.currentSnapshot(), Array.isArray(raw) ? raw.join(', ') : raw, Date.now());
+    const auth = authenticate(daemon.currentSnapshot(), Array.isArray(raw) ? raw.join(', ') : raw, now);
     if (!auth.ok) {
+      throttle.fail(peer, now);
       const code = auth.reason === 'missing' ? 'missing_api_key' : auth.reason === 'duplicate' ? 'duplicate_api_key' : 'invalid_api_key';
       daemon.metrics.authFailure(auth.reason);
       throw new HttpError(auth.reason === 'duplicate' ? 400 : 401, { error: code, message: errorMessage(code, keyHeader()) });
@@ -340,7 +353,7 @@ export function managementApi(daemon: Daemon): ApiHandler {
       const route = matching.find((r) => r.method === req.method);
       if (route === undefined) {
         const allow = [...new Set(matching.map((r) => r.method))].join(', ');
-        throw new HttpError(405, { error: 'method_not_allowed', message: `use ${allow}` });
+        throw new HttpError(405, { error: 'method_not_allowed', message: `use ${allow}` }, { allow });
       }
       const [status, body] = await route.run(req, { id: p.id, name: p.name }, route.pattern.exec(path) as RegExpExecArray);
       if (status === 204) {
@@ -353,7 +366,7 @@ export function managementApi(daemon: Daemon): ApiHandler {
       } else sendJson(res, status, body);
     } catch (err) {
       if (err instanceof HttpError) {
-        const extra: Record<string, string> = {};
+        const extra: Record<string, string> = { ...err.headers };
         if (err.status === 401) extra['www-authenticate'] = `ApiKey realm="keygate", header="${keyHeader()}"`;
         sendJson(res, err.status, err.body, extra);
         req.resume();

@@ -67,7 +67,7 @@ export class Metrics implements ProxyMetrics {
   private readonly requestChildren = new Map<string, { inc(): void }>();
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
   }
 
   request(outcome: Outcome, status: number): void {

@@ -1,11 +1,18 @@
 import pino, { type Logger } from 'pino';
+import { KeygateError } from '../errors.ts';
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /** The one root logger: JSON lines on stderr. Key headers and secret fields are redacted. */
 export function rootLogger(env: NodeJS.ProcessEnv): Logger {
+  const level = env.KEYGATE_LOG_LEVEL ?? 'info';
+  if (!LEVELS.includes(level)) {
+    throw new KeygateError('KG_ERR_USAGE', `KEYGATE_LOG_LEVEL must be one of ${LEVELS.join(', ')} (got ${JSON.stringify(level)})`);
+  }
   return pino(
     {
       name: 'keygate',
-      level: env.KEYGATE_LOG_LEVEL ?? 'info',
+      level,
       base: { pid: process.pid },
       redact: {
         paths: ['key', '*.key', 'unmasked_key', '*.unmasked_key', 'headers["x-api-key"]', '*.headers["x-api-key"]', 'authorization', '*.authorization'],

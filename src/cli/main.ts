@@ -8,7 +8,8 @@ Usage: keygate <command> [options]
 
 Commands:
   validate [-c FILE] [--json]                      check the config file (exit 0 valid, 1 invalid)
-  plan     [-c FILE] [--db FILE] [--json]          show the changes (exit 0 none, 2 changes, 1 error)
+  plan     [-c FILE] [--db FILE] [--json] [--allow-deletes]
+                                                   show the changes (exit 0 none, 2 changes, 1 error)
   apply    [-c FILE] [--db FILE] [--json] [--allow-deletes]
                                                    make the database match the file and exit
   serve    [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL]

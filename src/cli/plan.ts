@@ -5,10 +5,12 @@ import { COMMON, parse } from './args.ts';
 import { databasePath, invalidJson, loadFromFlags, openForPlan } from './context.ts';
 import { json, type Io } from './io.ts';
 
-export const PLAN_HELP = `Usage: keygate plan [-c FILE] [--db FILE] [--json]
+export const PLAN_HELP = `Usage: keygate plan [-c FILE] [--db FILE] [--json] [--allow-deletes]
 
 Shows what \`keygate apply\` would change: + create, ~ update, - delete,
-= N unchanged. Keys are masked. Writes nothing.
+= N unchanged. Keys are masked. Writes nothing. A plan that the deletion
+guard would refuse is shown, with the refusal (exit 1); with --allow-deletes
+it is shown as \`keygate apply --allow-deletes\` would apply it.
 Exit 0: no changes. Exit 2: changes. Exit 1: error.
 `;
 
@@ -20,7 +22,7 @@ Exit 0: applied, or nothing to do. Exit 1: error (nothing was changed).
 `;
 
 export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): number {
-  const spec = mode === 'apply' ? { ...COMMON, 'allow-deletes': { type: 'boolean' as const } } : COMMON;
+  const spec = { ...COMMON, 'allow-deletes': { type: 'boolean' as const } };
   const p = parse(args, spec, mode);
   if (p.values.help === true) {
     io.out(mode === 'plan' ? PLAN_HELP : APPLY_HELP);
@@ -36,7 +38,7 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
   const dbFile = databasePath(p, io, file, desired.settings.database);
   const db = mode === 'plan' ? openForPlan(dbFile) : openDatabase(dbFile);
   try {
-    const { plan, revision } = reconcile(db, desired, {
+    const { plan, revision, guard } = reconcile(db, desired, {
       apply: mode === 'apply',
       allowDeletes: p.values['allow-deletes'] === true,
     });
@@ -44,6 +46,8 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
       io.out(
         json({
           ...planJson(plan),
+          deletion_guard: guard,
+          warnings: result.warnings,
           ...(mode === 'apply'
             ? { applied: revision !== null, revision: revision?.number ?? null, database: dbFile }
             : { database: dbFile }),
@@ -51,6 +55,12 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
       );
     } else {
       io.out(renderPlan(plan));
+      if (guard.refused) {
+        io.err(
+          `error: deletion guard: this change deletes ${guard.deletes} config-owned keys (limit ${guard.limit}); ` +
+            '`keygate apply` will refuse it; check the file, then use `keygate apply --allow-deletes` or raise keygate.max_deletes\n',
+        );
+      }
       if (mode === 'apply') {
         io.out(
           revision === null
@@ -59,7 +69,7 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
         );
       }
     }
-    if (mode === 'plan') return plan.changes.length === 0 ? 0 : 2;
+    if (mode === 'plan') return guard.refused ? 1 : plan.changes.length === 0 ? 0 : 2;
     return 0;
   } finally {
     db.close();

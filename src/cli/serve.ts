@@ -67,6 +67,11 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
     }
     await daemon.stop().catch(() => undefined);
     logger.flush();
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+      const why = { EADDRINUSE: 'address already in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'address not available' }[e.code];
+      throw new KeygateError('KG_ERR_USAGE', `cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`, { cause: err });
+    }
     throw err;
   }
   return new Promise<number>((resolve) => {

@@ -140,6 +140,8 @@ export class Daemon {
       logger: this.opts.logger,
     });
     await this.watcher.start();
+    // An edit made between the first read and the watcher being ready is caught here (a no-op when unchanged).
+    void this.reload(false, 'watch-ready');
     this.flushTimer = setInterval(() => this.flushLastUsed(), this.settings.lastUsedFlushMs);
 
     const p = this.proxy.address();
@@ -197,13 +199,24 @@ export class Daemon {
     );
     if (this.proxy !== null) {
       const next = this.withOverrides(o.settings);
-      for (const field of ['listen', 'adminListen', 'database'] as const) {
+      for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs'] as const) {
         if (next[field] !== this.settings[field]) {
           this.log.warn({ setting: field }, 'setting changed in the file: it takes effect after a restart');
         }
       }
       this.settings = { ...next, listen: this.settings.listen, adminListen: this.settings.adminListen, database: this.settings.database };
-      if (next.upstream !== null && this.demo === null) this.upstream = new URL(next.upstream);
+      if (next.upstream !== null) {
+        this.upstream = new URL(next.upstream);
+        if (this.demo !== null) {
+          // The file names a real upstream now: the demo is no longer needed.
+          const demo = this.demo;
+          this.demo = null;
+          demo.close();
+          this.log.info({ upstream: this.upstream.origin }, 'upstream configured: the demo upstream is stopped');
+        }
+      } else if (this.demo === null) {
+        this.log.warn('keygate.upstream was removed from the file: still forwarding to the last one until a restart');
+      }
       this.proxy.reconfigure(this.proxyConfig());
     }
   }

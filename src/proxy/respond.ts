@@ -9,8 +9,7 @@ export type ErrorCode =
   | 'too_many_requests'
   | 'loop_detected'
   | 'bad_gateway'
-  | 'gateway_timeout'
-  | 'not_ready';
+  | 'gateway_timeout';
 
 const MESSAGES: Record<ErrorCode, string> = {
   missing_api_key: 'This request needs an API key in the {header} header.',
@@ -22,7 +21,6 @@ const MESSAGES: Record<ErrorCode, string> = {
   loop_detected: 'The request came back to this proxy: the upstream points at keygate itself.',
   bad_gateway: 'The upstream refused or reset the connection.',
   gateway_timeout: 'The upstream did not answer in time.',
-  not_ready: 'keygate has not applied a configuration yet.',
 };
 
 export function errorMessage(code: ErrorCode, header: string): string {
