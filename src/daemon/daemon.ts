@@ -281,6 +281,9 @@ export class Daemon {
       // A file that came back to the applied bytes after a failure is in sync again.
       if (this.lastReload?.result === 'failure') {
         this.lastReload = { at, result: 'unchanged', trigger, error: null, errors: [], sha256: o.sha256 };
+        this.metrics.lastReloadSuccess.set(1);
+        // The incident is over: the same failure happening again is a new one, and is logged.
+        this.lastLoggedError = null;
       }
       return;
     }

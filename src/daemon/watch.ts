@@ -1,6 +1,9 @@
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
+
+const POLL_MS = 2000;
 
 export interface WatchOptions {
   file: string;
@@ -23,6 +26,8 @@ export class ConfigWatcher {
   private watcher: FSWatcher | null = null;
   private timer: NodeJS.Timeout | null = null;
   private burstStart = 0;
+  private poll: NodeJS.Timeout | null = null;
+  private lastStat = '';
 
   constructor(private readonly opts: WatchOptions) {}
 
@@ -45,8 +50,35 @@ export class ConfigWatcher {
       log.debug({ event, path: p }, 'config folder changed');
       this.schedule();
     });
+    // chokidar throttles repeated change/unlink events on one path (a second edit within
+    // 50 ms is dropped, not delayed); the raw fs.watch events are never dropped.
+    this.watcher.on('raw', (_event, p) => {
+      const base = path.basename(String(p ?? ''));
+      if (base !== '' && this.opts.ignorePrefixes.some((prefix) => base.startsWith(prefix))) return;
+      this.schedule();
+    });
     this.watcher.on('error', (err) => log.warn({ err }, 'watch error'));
+    // A safety net for events a file system never sends (network mounts, some container
+    // volumes): a cheap stat of the file, following symlinks, every few seconds.
+    this.lastStat = this.statKey();
+    this.poll = setInterval(() => {
+      const key = this.statKey();
+      if (key !== this.lastStat) {
+        this.lastStat = key;
+        this.schedule();
+      }
+    }, POLL_MS);
+    this.poll.unref();
     return new Promise((resolve) => this.watcher?.once('ready', () => resolve()));
+  }
+
+  private statKey(): string {
+    try {
+      const s = statSync(this.opts.file);
+      return `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code ?? 'error';
+    }
   }
 
   private schedule(): void {
@@ -61,6 +93,7 @@ export class ConfigWatcher {
   }
 
   async close(): Promise<void> {
+    if (this.poll !== null) clearInterval(this.poll);
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     await this.watcher?.close();
