@@ -88,6 +88,8 @@ export class ConfigWatcher {
     const wait = Math.max(0, Math.min(this.opts.debounceMs, this.burstStart + this.opts.maxWaitMs - now));
     this.timer = setTimeout(() => {
       this.timer = null;
+      // The reload reads what is there now: the poll only fires for what changes after this.
+      this.lastStat = this.statKey();
       this.opts.onChange();
     }, wait);
   }
