@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.ts';
+import { isUiPath, serveUi } from './static.ts';
 
 /** A handler for paths below /api (the management API); returns false when it does not own the path. */
 export type ApiHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => boolean | Promise<boolean>;
@@ -24,7 +25,7 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, ex
   res.end(body);
 }
 
-/** The admin listener: /healthz, /readyz, /status, /metrics and the management API. */
+/** The admin listener: /healthz, /readyz, /status, /metrics, the management API and the admin page at /. */
 export class AdminServer {
   readonly server: Server;
   private readonly log: Logger;
@@ -63,6 +64,10 @@ export class AdminServer {
         res.end(text);
         return;
       }
+    }
+    if (isUiPath(url.pathname)) {
+      if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
+      return serveUi(res, url.pathname, method === 'HEAD');
     }
     if (url.pathname.startsWith('/api/') && this.opts.api !== undefined) {
       if (await this.opts.api(req, res, url)) return;
