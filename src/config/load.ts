@@ -15,7 +15,7 @@ export type LoadResult =
   | { ok: false; errors: Diagnostic[]; warnings: Diagnostic[]; sha256: string | null };
 
 /** Aliases expanded per document: far above any honest file, far below a "billion laughs". */
-const MAX_ALIAS_COUNT = 1000;
+const MAX_ALIAS_COUNT = 100;
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
@@ -143,6 +143,7 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
 }
 
 const SLOW = Symbol('slow');
+const ANCHOR = /(^|[\s[{,])&[^\s,[\]{}]/m;
 
 /**
  * js-yaml's reading of a file, or SLOW when the careful parser must decide: js-yaml
@@ -156,7 +157,10 @@ function fastParse(text: string): unknown {
   } catch {
     return SLOW;
   }
-  if (text.includes('&') || text.includes('*')) {
+  // Anchors go to the careful parser, which limits how often aliases may expand (a
+  // thousand aliases of a large string are a "billion laughs" too, even unshared).
+  if (ANCHOR.test(text)) return SLOW;
+  if (text.includes('*')) {
     const seen = new Set<object>();
     const shared = (v: unknown): boolean => {
       if (v === null || typeof v !== 'object') return false;
