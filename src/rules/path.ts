@@ -7,7 +7,7 @@
  * - `.` segments are dropped, `..` segments remove their parent, `//` collapse;
  * - anything that cannot be normalised safely is refused: an encoded `/`, `\`
  *   or NUL, a malformed escape, a backslash, control characters, a `..` that
- *   climbs above the root, or a target that is not origin-form.
+ *   climbs above the root, a `..;x` segment, or a target that is not origin-form.
  */
 export type NormalizeResult =
   | { ok: true; path: string; query: string; segments: string[] }
@@ -73,6 +73,11 @@ function normalizeSlow(rawPath: string, query: string): NormalizeResult {
   const parts = decoded.split('/');
   for (let i = 1; i < parts.length; i++) {
     const seg = parts[i] as string;
+    const bare = seg.split(';', 1)[0];
+    if (bare !== seg && (bare === '.' || bare === '..')) {
+      // Some servers (Tomcat, Jetty) read "..;x" as "..": such a path is never matched loosely.
+      return { ok: false, reason: 'path contains a dot segment with parameters' };
+    }
     if (seg === '' || seg === '.') continue;
     if (seg === '..') {
       if (out.length === 0) return { ok: false, reason: 'path climbs above the root' };
