@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { boundAddress, listenOn } from '../listen.ts';
 import type { Metrics } from './metrics.ts';
 import { isUiPath, serveUi } from './static.ts';
 
@@ -76,19 +77,11 @@ export class AdminServer {
   }
 
   listen(host: string, port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    return listenOn(this.server, host, port);
   }
 
   address(): { host: string; port: number } {
-    const a = this.server.address();
-    if (a === null || typeof a === 'string') throw new Error('admin is not listening');
-    return { host: a.address, port: a.port };
+    return boundAddress(this.server, 'admin');
   }
 
   close(): Promise<void> {

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { boundAddress, listenOn } from '../listen.ts';
 import { Pool } from 'undici';
 import { normalizeTarget } from '../rules/path.ts';
 import { rulesAllow } from '../rules/match.ts';
@@ -125,19 +126,11 @@ export class ProxyServer {
   }
 
   listen(host: string, port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    return listenOn(this.server, host, port);
   }
 
   address(): { host: string; port: number } {
-    const a = this.server.address();
-    if (a === null || typeof a === 'string') throw new Error('proxy is not listening');
-    return { host: a.address, port: a.port };
+    return boundAddress(this.server, 'proxy');
   }
 
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then closes what is left. */
