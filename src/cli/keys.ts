@@ -100,7 +100,7 @@ function list(args: string[], io: Io): number {
     dbFile = locateDatabase(undefined, loaded.ok ? loaded.desired.settings.database : null, configFile, io.env, io.cwd);
   }
   if (!existsSync(dbFile)) throw new KeygateError('KG_ERR_DATABASE', `${dbFile}: no database (run \`keygate apply\` first)`);
-  const db = openDatabase(dbFile, { readonly: true });
+  const db = openDatabase(dbFile, { readOnly: true });
   try {
     const groups = new Map(readGroups(db).map((g) => [g.id, g.name]));
     const rows = readKeys(db).map((k) => ({

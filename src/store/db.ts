@@ -60,22 +60,22 @@ const MIGRATIONS: ReadonlyArray<(db: DB) => void> = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export interface OpenOptions {
-  readonly?: boolean;
+  readOnly?: boolean;
 }
 
 /** Opens (creating with mode 0600 when new) and migrates the database. */
 export function openDatabase(file: string, opts: OpenOptions = {}): DB {
   let db: DB;
   try {
-    if (opts.readonly !== true && file !== ':memory:') {
+    if (opts.readOnly !== true && file !== ':memory:') {
       mkdirSync(path.dirname(file), { recursive: true });
       // Create the file ourselves so that it is never world-readable, whatever the umask.
       closeSync(openSync(file, 'a', 0o600));
       chmodSync(file, 0o600);
     }
-    db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
+    db = new Database(file, { readonly: opts.readOnly === true, fileMustExist: opts.readOnly === true });
     db.pragma('busy_timeout = 5000');
-    if (opts.readonly !== true && file !== ':memory:') {
+    if (opts.readOnly !== true && file !== ':memory:') {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
     }
@@ -91,7 +91,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): DB {
       `${file}: database schema version ${version} is newer than this keygate understands (${SCHEMA_VERSION}); upgrade keygate`,
     );
   }
-  if (version < SCHEMA_VERSION && opts.readonly !== true) {
+  if (version < SCHEMA_VERSION && opts.readOnly !== true) {
     const migrate = db.transaction(() => {
       for (let v = version; v < SCHEMA_VERSION; v++) (MIGRATIONS[v] as (db: DB) => void)(db);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
