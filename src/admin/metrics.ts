@@ -7,11 +7,20 @@ export type ReloadResult = 'success' | 'failure' | 'unchanged';
 /** keygate's Prometheus metrics, on a registry of their own. */
 export class Metrics implements ProxyMetrics {
   readonly registry = new Registry();
-  private readonly requests = new Counter({
+  /** Counted in plain numbers on the request path, handed to prom-client when scraped. */
+  private readonly pendingRequests = new Map<string, { outcome: string; status: string; n: number }>();
+  private readonly requests: Counter<'outcome' | 'status'> = new Counter({
     name: 'keygate_requests_total',
     help: 'Proxied requests by outcome and HTTP status.',
     labelNames: ['outcome', 'status'] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const p of this.pendingRequests.values()) {
+        if (p.n === 0) continue;
+        this.requests.labels(p.outcome, p.status).inc(p.n);
+        p.n = 0;
+      }
+    },
   });
   private readonly authFailures = new Counter({
     name: 'keygate_auth_failures_total',
@@ -64,20 +73,15 @@ export class Metrics implements ProxyMetrics {
     registers: [this.registry],
   });
 
-  private readonly requestChildren = new Map<string, { inc(): void }>();
-
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
   }
 
   request(outcome: Outcome, status: number): void {
     const id = `${outcome}|${status}`;
-    let child = this.requestChildren.get(id);
-    if (child === undefined) {
-      child = this.requests.labels(outcome, String(status));
-      this.requestChildren.set(id, child);
-    }
-    child.inc();
+    const p = this.pendingRequests.get(id);
+    if (p !== undefined) p.n++;
+    else this.pendingRequests.set(id, { outcome, status: String(status), n: 1 });
   }
 
   authFailure(reason: AuthFailure | 'throttled'): void {
@@ -94,3 +98,4 @@ export class Metrics implements ProxyMetrics {
     if (result !== 'unchanged') this.lastReloadSuccess.set(result === 'success' ? 1 : 0);
   }
 }
+

@@ -77,12 +77,15 @@ export class ProxyServer {
   private throttle: FailedAuthThrottle;
   private trusted;
   private readonly log: Logger;
+  /** Request lines carry no secrets by construction (no query string, no headers): no redaction pass. */
+  private readonly reqLog: Logger;
   private readonly sweepTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
     this.via = `1.1 keygate-${randomBytes(4).toString('hex')}`;
     this.log = opts.logger.child({ component: 'proxy' });
+    this.reqLog = opts.logger.child({ component: 'proxy' }, { redact: [] });
     this.pool = this.makePool(opts.config);
     this.basePath = opts.config.upstream.pathname.replace(/\/+$/, '');
     this.throttle = new FailedAuthThrottle(opts.config.failedAuthPerMinute);
@@ -249,7 +252,7 @@ export class ProxyServer {
       key_name: p?.name,
       peer: req.socket.remoteAddress,
     };
-    if (status >= 500) this.log.error(line, 'request');
-    else this.log.info(line, 'request');
+    if (status >= 500) this.reqLog.error(line, 'request');
+    else this.reqLog.info(line, 'request');
   }
 }

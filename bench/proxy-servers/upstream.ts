@@ -1,0 +1,25 @@
+/**
+ * Bench upstream: a tiny Node HTTP server that answers every request with the
+ * same small JSON body, keep-alive. Run in its own process by bench/proxy.ts:
+ *
+ *   node --import tsx bench/proxy-servers/upstream.ts PORT
+ *
+ * Prints "ready PORT" on stdout once it listens (127.0.0.1 only).
+ */
+import { createServer } from 'node:http';
+
+const BODY = Buffer.from(JSON.stringify({ id: 1, name: 'bench card', ok: true }));
+const port = Number(process.argv[2] ?? 0);
+
+const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+  // Read (and discard) any request body before answering, as a real API would.
+  if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) req.resume();
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': BODY.length });
+  res.end(BODY);
+});
+server.keepAliveTimeout = 60_000;
+server.listen(port, '127.0.0.1', () => {
+  const a = server.address();
+  process.stdout.write(`ready ${typeof a === 'object' && a !== null ? a.port : port}\n`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)).closeAllConnections());
