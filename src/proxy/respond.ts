@@ -6,6 +6,8 @@ export type ErrorCode =
   | 'duplicate_api_key'
   | 'forbidden'
   | 'bad_request'
+  | 'malformed_request'
+  | 'headers_too_large'
   | 'too_many_requests'
   | 'loop_detected'
   | 'bad_gateway'
@@ -17,6 +19,8 @@ const MESSAGES: Record<ErrorCode, string> = {
   duplicate_api_key: 'The {header} header was sent more than once; send it exactly once.',
   forbidden: "This API key's group is not allowed to call this route.",
   bad_request: 'The request path cannot be normalised safely.',
+  malformed_request: 'The request is not valid HTTP/1.1.',
+  headers_too_large: 'The request headers are too large.',
   too_many_requests: 'Too many failed authentications from this address; retry later.',
   loop_detected: 'The request came back to this proxy: the upstream points at keygate itself.',
   bad_gateway: 'The upstream refused or reset the connection.',

@@ -96,7 +96,8 @@ export class ProxyServer {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== 'ECONNRESET') {
-        rawError(socket, 400, 'bad_request', this.config.keyHeader);
+        if (err.code === 'HPE_HEADER_OVERFLOW') rawError(socket, 431, 'headers_too_large', this.config.keyHeader);
+        else rawError(socket, 400, 'malformed_request', this.config.keyHeader);
       } else socket.destroy();
     });
     this.sweepTimer = setInterval(() => this.throttle.sweep(Date.now()), 60_000).unref();
