@@ -94,7 +94,7 @@ test('the failed-auth bucket empties after N failures and refills over a minute'
 });
 
 test('forwarded headers: untrusted peers are replaced, trusted proxies appended to', () => {
-  const raw = ['Host', 'api.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Api-Key', 'secret', 'Connection', 'keep-alive, x-drop', 'X-Drop', '1', 'X-Api-Key-Group', 'admin'];
+  const raw = ['X-HTTP-Method-Override', 'DELETE', 'Host', 'api.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Api-Key', 'secret', 'Connection', 'keep-alive, x-drop', 'X-Drop', '1', 'X-Api-Key-Group', 'admin'];
   const who = { id: 7, name: 'bot', group: 'readers' };
   const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
   const pairs = (h: string[]): Map<string, string> => {
@@ -110,6 +110,7 @@ test('forwarded headers: untrusted peers are replaced, trusted proxies appended 
   assert.equal(untrusted.has('connection'), false);
   assert.equal(untrusted.has('x-drop'), false, 'headers named in Connection are hop-by-hop');
   assert.equal(untrusted.get('x-api-key-group'), 'readers');
+  assert.equal(untrusted.has('x-http-method-override'), false, 'method overrides are never forwarded');
   const list = trustedProxyList(['10.0.0.0/8']);
   assert.equal(isTrusted(list, '10.0.0.9'), true);
   assert.equal(isTrusted(list, '::ffff:10.0.0.9'), true);

@@ -15,6 +15,8 @@ export const HOP_BY_HOP = new Set([
 
 export const IDENTITY_HEADERS = ['x-api-key-id', 'x-api-key-name', 'x-api-key-group'] as const;
 const REPLACED = new Set([...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via']);
+/** Method overrides would let a key allowed only GET make an upstream that honours them DELETE. */
+const METHOD_OVERRIDES = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
 
 /** Header-safe text: a key name with characters HTTP cannot carry is percent-encoded. */
 export function headerSafe(value: string): string {
@@ -90,6 +92,7 @@ export function upstreamRequestHeaders(
       continue;
     }
     if (lower === opts.keyHeader && !opts.forwardKey) continue;
+    if (METHOD_OVERRIDES.has(lower)) continue;
     if (HOP_BY_HOP.has(lower) || (connectionTokens !== null && connectionTokens.has(lower))) {
       if (!(opts.upgrade && (lower === 'connection' || lower === 'upgrade'))) continue;
     }

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'bad_request'
   | 'malformed_request'
   | 'headers_too_large'
+  | 'request_timeout'
   | 'too_many_requests'
   | 'loop_detected'
   | 'bad_gateway'
@@ -21,6 +22,7 @@ const MESSAGES: Record<ErrorCode, string> = {
   bad_request: 'The request path cannot be normalised safely.',
   malformed_request: 'The request is not valid HTTP/1.1.',
   headers_too_large: 'The request headers are too large.',
+  request_timeout: 'The request headers did not arrive in time.',
   too_many_requests: 'Too many failed authentications from this address; retry later.',
   loop_detected: 'The request came back to this proxy: the upstream points at keygate itself.',
   bad_gateway: 'The upstream refused or reset the connection.',

@@ -97,6 +97,7 @@ export class ProxyServer {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== 'ECONNRESET') {
         if (err.code === 'HPE_HEADER_OVERFLOW') rawError(socket, 431, 'headers_too_large', this.config.keyHeader);
+        else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') rawError(socket, 408, 'request_timeout', this.config.keyHeader);
         else rawError(socket, 400, 'malformed_request', this.config.keyHeader);
       } else socket.destroy();
     });
