@@ -38,27 +38,20 @@ export interface SnapshotKey {
 
 export interface KeySnapshot {
   readonly keys: ReadonlyMap<string, Principal>;
-  readonly groupCount: number;
-  /** Earliest future expiry, for timers that want to know (epoch ms), or null. */
-  readonly nextExpiryMs: number | null;
 }
 
 export const ADMIN_GROUP_NAME = 'admin';
 
-export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly SnapshotKey[], nowMs = Date.now()): KeySnapshot {
+export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly SnapshotKey[]): KeySnapshot {
   const byId = new Map<number, { name: string; rules: CompiledRules }>();
   for (const g of groups) {
     byId.set(g.id, { name: g.name, rules: g.name === ADMIN_GROUP_NAME ? null : compileRules(g.allow) });
   }
   const map = new Map<string, Principal>();
-  let nextExpiryMs: number | null = null;
   for (const k of keys) {
     const g = byId.get(k.groupId);
     // A key whose group is unknown admits nothing: fail closed.
     const expiresAtMs = k.expiresAt === null ? null : Date.parse(k.expiresAt);
-    if (expiresAtMs !== null && expiresAtMs > nowMs && (nextExpiryMs === null || expiresAtMs < nextExpiryMs)) {
-      nextExpiryMs = expiresAtMs;
-    }
     map.set(k.digest, {
       id: k.id,
       name: k.name,
@@ -72,7 +65,7 @@ export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly S
       keyRules: compileRules(k.allow),
     });
   }
-  return Object.freeze({ keys: map, groupCount: groups.length, nextExpiryMs });
+  return Object.freeze({ keys: map });
 }
 
-export const EMPTY_SNAPSHOT: KeySnapshot = Object.freeze({ keys: new Map(), groupCount: 0, nextExpiryMs: null });
+export const EMPTY_SNAPSHOT: KeySnapshot = Object.freeze({ keys: new Map() });
