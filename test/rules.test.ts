@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { normalizeTarget } from '../src/rules/path.ts';
 import { compileRules, patternProblem, rulesAllow } from '../src/rules/match.ts';
 import { FailedAuthThrottle } from '../src/proxy/throttle.ts';
-import { trustedProxyList, upstreamRequestHeaders, downstreamResponseHeaders, isTrusted } from '../src/proxy/headers.ts';
+import { trustedProxyList, upstreamRequestHeaders, downstreamResponseHeaders, identityHeaders, isTrusted } from '../src/proxy/headers.ts';
 
 const norm = (t: string): string | null => {
   const r = normalizeTarget(t);
@@ -95,7 +95,7 @@ test('the failed-auth bucket empties after N failures and refills over a minute'
 
 test('forwarded headers: untrusted peers are replaced, trusted proxies appended to', () => {
   const raw = ['X-HTTP-Method-Override', 'DELETE', 'Host', 'api.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Api-Key', 'secret', 'Connection', 'keep-alive, x-drop', 'X-Drop', '1', 'X-Api-Key-Group', 'admin'];
-  const who = { id: 7, name: 'bot', group: 'readers' };
+  const who = identityHeaders({ id: 7, name: 'bot', group: 'readers' });
   const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
   const pairs = (h: string[]): Map<string, string> => {
     const m = new Map<string, string>();
@@ -120,7 +120,7 @@ test('forwarded headers: untrusted peers are replaced, trusted proxies appended 
   assert.equal(trusted.get('x-forwarded-proto'), 'https');
   const forwarded = pairs(upstreamRequestHeaders(raw, who, '10.0.0.9', false, { ...opts, forwardKey: true }));
   assert.equal(forwarded.get('x-api-key'), 'secret', 'forward_key keeps the key header');
-  const names = pairs(upstreamRequestHeaders(raw, { ...who, name: 'clé ✓' }, '10.0.0.9', false, opts));
+  const names = pairs(upstreamRequestHeaders(raw, identityHeaders({ id: 7, name: 'clé ✓', group: 'readers' }), '10.0.0.9', false, opts));
   assert.equal(names.get('x-api-key-name'), encodeURIComponent('clé ✓'), 'names HTTP cannot carry are percent-encoded');
 });
 

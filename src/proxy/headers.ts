@@ -47,6 +47,11 @@ export interface ForwardIdentity {
   group: string;
 }
 
+/** The identity headers of a key, as a flat [name, value, …] list: built once per snapshot, not per request. */
+export function identityHeaders(who: ForwardIdentity): readonly string[] {
+  return Object.freeze(['x-api-key-id', String(who.id), 'x-api-key-name', headerSafe(who.name), 'x-api-key-group', headerSafe(who.group)]);
+}
+
 export interface HeaderOptions {
   keyHeader: string;
   forwardKey: boolean;
@@ -62,7 +67,7 @@ export interface HeaderOptions {
  */
 export function upstreamRequestHeaders(
   raw: readonly string[],
-  who: ForwardIdentity,
+  identity: readonly string[],
   peer: string,
   trusted: boolean,
   opts: HeaderOptions,
@@ -98,7 +103,7 @@ export function upstreamRequestHeaders(
     }
     out.push(name, value);
   }
-  out.push('x-api-key-id', String(who.id), 'x-api-key-name', headerSafe(who.name), 'x-api-key-group', headerSafe(who.group));
+  for (const h of identity) out.push(h);
   out.push('x-forwarded-for', trusted && xff !== undefined ? `${xff}, ${peer}` : peer);
   out.push('x-forwarded-proto', trusted && xfp !== undefined ? xfp : 'http');
   const fwdHost = trusted && xfh !== undefined ? xfh : host;

@@ -194,7 +194,7 @@ export class ProxyServer {
 
   private headersFor(req: IncomingMessage, p: Principal, upgrade: boolean): string[] {
     const peer = req.socket.remoteAddress ?? '';
-    return upstreamRequestHeaders(req.rawHeaders, p, peer, isTrusted(this.trusted, peer), {
+    return upstreamRequestHeaders(req.rawHeaders, p.identity, peer, isTrusted(this.trusted, peer), {
       keyHeader: this.config.keyHeader,
       forwardKey: this.config.forwardKey,
       via: this.via,

@@ -3,6 +3,7 @@
  * built once per reconcile and swapped whole. Never a database query per request.
  */
 import { compileRules, type AllowRule, type CompiledRules } from '../rules/match.ts';
+import { identityHeaders } from './headers.ts';
 
 export interface Principal {
   id: number;
@@ -17,6 +18,8 @@ export interface Principal {
   expiresAtMs: number | null;
   groupRules: CompiledRules;
   keyRules: CompiledRules;
+  /** x-api-key-id / -name / -group, ready to send. */
+  identity: readonly string[];
 }
 
 export interface SnapshotGroup {
@@ -52,12 +55,14 @@ export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly S
     const g = byId.get(k.groupId);
     // A key whose group is unknown admits nothing: fail closed.
     const expiresAtMs = k.expiresAt === null ? null : Date.parse(k.expiresAt);
+    const group = g?.name ?? '?';
     map.set(k.digest, {
       id: k.id,
       name: k.name,
       prefix: k.prefix,
       groupId: k.groupId,
-      group: g?.name ?? '?',
+      group,
+      identity: identityHeaders({ id: k.id, name: k.name, group }),
       admin: g?.name === ADMIN_GROUP_NAME,
       disabled: k.disabled,
       expiresAtMs,
