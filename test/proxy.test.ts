@@ -422,6 +422,43 @@ test('upstream failures give 502 and 504, and a client abort closes the upstream
   assert.equal(dead.json().error, 'bad_gateway');
   // The proxy keeps serving afterwards.
   assert.equal((await call(kg.proxy, '/fine', { 'x-api-key': ADMIN_KEY })).status, 200);
+
+  // One JSON line per request: method, path without its query, status, outcome, duration, key id and
+  // name; 5xx at error level, 4xx and 2xx at info; never the key nor the query string.
+  assert.equal((await call(kg.proxy, '/api/card/7?token=query-secret-value', { 'x-api-key': READER_KEY })).status, 200);
+  assert.equal((await call(kg.proxy, '/api/card/8', { 'x-api-key': NARROW_KEY })).status, 403);
+  assert.equal((await call(kg.proxy, '/no-key-here')).status, 401);
+  const lines = (): Array<Record<string, unknown>> =>
+    kg
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((o) => o.msg === 'request');
+  assert.ok(await eventually(() => lines().some((l) => l.path === '/no-key-here')), `no request line for /no-key-here:\n${kg.stderr()}`);
+  const byPath = (path: string): Record<string, unknown> => {
+    const found = lines().filter((l) => l.path === path);
+    assert.equal(found.length, 1, `one line for ${path}`);
+    return found[0] as Record<string, unknown>;
+  };
+  const ok = byPath('/api/card/7');
+  assert.equal(ok.level, 30);
+  assert.equal(ok.method, 'GET');
+  assert.equal(ok.status, 200);
+  assert.equal(ok.outcome, 'forwarded');
+  assert.equal(ok.key_name, 'reader');
+  assert.equal(typeof ok.key_id, 'number');
+  assert.equal(typeof ok.duration_ms, 'number');
+  assert.equal(ok.component, 'proxy');
+  assert.ok(!Number.isNaN(Date.parse(String(ok.time))), 'an ISO time');
+  assert.deepEqual([byPath('/api/card/8').level, byPath('/api/card/8').status, byPath('/api/card/8').key_name], [30, 403, 'narrow']);
+  const anon = byPath('/no-key-here');
+  assert.deepEqual([anon.level, anon.status, anon.outcome, anon.key_id], [30, 401, 'unauthenticated', undefined]);
+  const timeout = lines().find((l) => l.path === '/slow' && l.status === 504);
+  assert.equal(timeout?.level, 50, '5xx lines are at error level');
+  assert.equal(timeout?.outcome, 'upstream_error');
+  assert.ok(!kg.stderr().includes('query-secret-value'), 'the query string reached the log');
+  assert.ok(!kg.stderr().includes(READER_KEY) && !kg.stderr().includes(ADMIN_KEY), 'a key reached the log');
 });
 
 test('a request looping back into the proxy is refused with 508', async (t) => {

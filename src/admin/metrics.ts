@@ -28,11 +28,15 @@ export class Metrics implements ProxyMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
-  private readonly upstream = new Histogram({
+  /** Upstream durations not yet handed to the histogram: observed in bulk at scrape time or when full. */
+  private readonly pendingSeconds = new Float64Array(1024);
+  private pendingCount = 0;
+  private readonly upstream: Histogram = new Histogram({
     name: 'keygate_upstream_duration_seconds',
     help: 'Time from receiving a request to the end of the upstream answer.',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
+    collect: () => this.observePending(),
   });
   private readonly reloads = new Counter({
     name: 'keygate_reloads_total',
@@ -89,7 +93,14 @@ export class Metrics implements ProxyMetrics {
   }
 
   upstreamSeconds(seconds: number): void {
-    this.upstream.observe(seconds);
+    this.pendingSeconds[this.pendingCount++] = seconds;
+    if (this.pendingCount === this.pendingSeconds.length) this.observePending();
+  }
+
+  private observePending(): void {
+    const n = this.pendingCount;
+    this.pendingCount = 0;
+    for (let i = 0; i < n; i++) this.upstream.observe(this.pendingSeconds[i] as number);
   }
 
   reload(result: ReloadResult): void {

@@ -6,6 +6,7 @@ import { boundAddress, listenOn } from '../listen.ts';
 import { Pool } from 'undici';
 import { normalizeTarget } from '../rules/path.ts';
 import { rulesAllow } from '../rules/match.ts';
+import { AccessLog } from './access-log.ts';
 import { authenticate, type AuthFailure } from './auth.ts';
 import { forward } from './forward.ts';
 import { isTrusted, trustedProxyList, upstreamRequestHeaders } from './headers.ts';
@@ -77,15 +78,15 @@ export class ProxyServer {
   private throttle: FailedAuthThrottle;
   private trusted;
   private readonly log: Logger;
-  /** Request lines carry no secrets by construction (no query string, no headers): no redaction pass. */
-  private readonly reqLog: Logger;
+  /** One line per request, buffered and written once per event-loop turn. */
+  private readonly accessLog: AccessLog;
   private readonly sweepTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
     this.via = `1.1 keygate-${randomBytes(4).toString('hex')}`;
     this.log = opts.logger.child({ component: 'proxy' });
-    this.reqLog = opts.logger.child({ component: 'proxy' }, { redact: [] });
+    this.accessLog = new AccessLog(this.log);
     this.pool = this.makePool(opts.config);
     this.basePath = opts.config.upstream.pathname.replace(/\/+$/, '');
     this.throttle = new FailedAuthThrottle(opts.config.failedAuthPerMinute);
@@ -149,6 +150,7 @@ export class ProxyServer {
     await closed;
     clearInterval(idle);
     clearTimeout(timer);
+    this.accessLog.flush();
     await this.pool.close().catch(() => undefined);
   }
 
@@ -242,19 +244,19 @@ export class ProxyServer {
 
   private record(req: IncomingMessage, status: number, outcome: Outcome, p: Principal | null, start: number): void {
     this.opts.metrics.request(outcome, status);
-    const q = (req.url ?? '').indexOf('?');
-    const line = {
-      method: req.method,
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    this.accessLog.record({
+      method: req.method ?? '',
       // The query string is left out: it may carry secrets.
-      path: q === -1 ? req.url : req.url?.slice(0, q),
+      path: q === -1 ? url : url.slice(0, q),
       status,
       outcome,
-      duration_ms: Math.round((performance.now() - start) * 100) / 100,
-      key_id: p?.id,
-      key_name: p?.name,
+      durationMs: Math.round((performance.now() - start) * 100) / 100,
+      keyId: p?.id,
+      keyName: p?.name,
       peer: req.socket.remoteAddress,
-    };
-    if (status >= 500) this.reqLog.error(line, 'request');
-    else this.reqLog.info(line, 'request');
+      time: Date.now(),
+    });
   }
 }
