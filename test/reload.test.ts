@@ -128,6 +128,17 @@ function get(base: string, urlPath: string, key?: string, agent: http.Agent | fa
   });
 }
 
+/** A GET through `agent`, telling whether the request went out on a reused (kept-alive) socket. */
+function getOn(agent: http.Agent, base: string, key: string): Promise<{ status: number; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${base}/api/x`, { agent, headers: { 'x-api-key': key } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+    });
+    req.on('error', reject);
+  });
+}
+
 interface LastReload {
   at: string;
   result: 'success' | 'failure' | 'unchanged';
@@ -302,8 +313,20 @@ test('every way the config file changes on disk is seen and enforced', async (t)
     await assertState(kg, [base.key, current[1]!.key as string], [keyFor('watch never declared')], 'start');
   });
 
-  await t.test('an in-place rewrite admits the new key and refuses the removed one', async () => {
-    await step(1, writeInPlace, 'in-place rewrite');
+  await t.test('an in-place rewrite admits the new key and refuses the removed one, also on a kept-alive connection', async () => {
+    // One kept-alive connection that authenticated with the key the edit removes: the proxy must not
+    // go on trusting what it checked on that connection before the reload.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const doomed = current[1]!.key as string;
+      const before = await getOn(agent, kg.proxy, doomed);
+      assert.deepEqual([before.status, before.reused], [200, false]);
+      await step(1, writeInPlace, 'in-place rewrite');
+      const after = await getOn(agent, kg.proxy, doomed);
+      assert.deepEqual([after.status, after.reused], [401, true], 'the removed key was still admitted on the same connection');
+    } finally {
+      agent.destroy();
+    }
   });
 
   await t.test('a write to a temp file renamed over the config is seen', async () => {

@@ -7,7 +7,7 @@ import { Pool } from 'undici';
 import { normalizeTarget } from '../rules/path.ts';
 import { rulesAllow } from '../rules/match.ts';
 import { AccessLog } from './access-log.ts';
-import { authenticate, type AuthFailure } from './auth.ts';
+import { authenticateOn, type AuthFailure, type ConnectionAuth } from './auth.ts';
 import { forward } from './forward.ts';
 import { isTrusted, trustedProxyList, upstreamRequestHeaders } from './headers.ts';
 import { sendError, type ErrorCode } from './respond.ts';
@@ -176,7 +176,7 @@ export class ProxyServer {
       this.opts.metrics.authFailure('throttled');
       return { ok: false, status: 429, code: 'too_many_requests', outcome: 'throttled', principal: null, extra: { 'retry-after': String(wait) } };
     }
-    const auth = authenticate(this.opts.snapshot(), this.keyValue(req), now);
+    const auth = authenticateOn(req.socket as { keygateAuth?: ConnectionAuth }, this.opts.snapshot(), this.keyValue(req), now);
     if (!auth.ok) {
       this.throttle.fail(peer, now);
       this.opts.metrics.authFailure(auth.reason);

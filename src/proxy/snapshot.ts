@@ -41,7 +41,11 @@ export interface SnapshotKey {
 
 export interface KeySnapshot {
   readonly keys: ReadonlyMap<string, Principal>;
+  /** Different for every snapshot built by this process: lets a cache tell snapshots apart without holding one. */
+  readonly generation: number;
 }
+
+let generations = 0;
 
 export const ADMIN_GROUP_NAME = 'admin';
 
@@ -70,7 +74,7 @@ export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly S
       keyRules: compileRules(k.allow),
     });
   }
-  return Object.freeze({ keys: map });
+  return Object.freeze({ keys: map, generation: ++generations });
 }
 
-export const EMPTY_SNAPSHOT: KeySnapshot = Object.freeze({ keys: new Map() });
+export const EMPTY_SNAPSHOT: KeySnapshot = Object.freeze({ keys: new Map(), generation: 0 });
