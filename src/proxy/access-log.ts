@@ -17,13 +17,18 @@ export interface AccessEntry {
 
 const INFO = 30;
 const ERROR = 50;
+/** How long a line may wait in the queue. */
+export const FLUSH_MS = 50;
+const MAX_PENDING = 512;
 
 /**
- * The per-request log, buffered the way nginx's `access_log … buffer=` is:
- * `record` only queues the entry; the queue is turned into pino-format JSON
- * lines once per event-loop turn and handed to the logger's destination in
- * one write. Serialising a batch in one tight loop costs a fraction of a
- * pino call per request (bench/RESULTS.md, "Proxy: where keygate's time goes").
+ * The per-request log, buffered the way nginx's `access_log … buffer= flush=`
+ * is: `record` only queues the entry; the queue is turned into pino-format
+ * JSON lines at most FLUSH_MS after its first entry (or once it holds
+ * MAX_PENDING entries, and at shutdown) and handed to the logger's
+ * destination in one write. Serialising a batch in one tight loop, and one
+ * write per batch instead of one per line, costs a fraction of a pino call
+ * per request (bench/RESULTS.md, "Proxy: where keygate's time goes").
  *
  * The lines are exactly what `logger.info(fields, 'request')` would print
  * (same level numbers, bindings, ISO time and message key); 5xx at error
@@ -32,7 +37,7 @@ const ERROR = 50;
  */
 export class AccessLog {
   private pending: AccessEntry[] = [];
-  private scheduled = false;
+  private timer: NodeJS.Timeout | null = null;
   private readonly head: string;
   private readonly stream: { write(s: string): unknown };
   private readonly infoOn: boolean;
@@ -49,16 +54,16 @@ export class AccessLog {
 
   record(e: AccessEntry): void {
     if (!(e.status >= 500 ? this.errorOn : this.infoOn)) return;
-    this.pending.push(e);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flushSoon);
-    }
+    if (this.pending.push(e) >= MAX_PENDING) this.flush();
+    else if (this.timer === null) this.timer = setTimeout(this.flushSoon, FLUSH_MS).unref();
   }
 
   /** Writes every queued line now (also called at shutdown). */
   flush(): void {
-    this.scheduled = false;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
