@@ -9,13 +9,6 @@ export type ForwardOutcome =
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 
-function hasBody(req: IncomingMessage): boolean {
-  const te = req.headers['transfer-encoding'];
-  if (te !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
-}
-
 /**
  * Streams one request to the upstream through undici's dispatcher and the
  * answer back, with backpressure both ways. A client that goes away aborts
@@ -27,6 +20,7 @@ export function forward(
   res: ServerResponse,
   path: string,
   headers: string[],
+  hasBody: boolean,
   via: string,
   timeoutMs: number,
   done: (outcome: ForwardOutcome) => void,
@@ -84,7 +78,7 @@ export function forward(
         path,
         method: req.method ?? 'GET',
         headers,
-        body: hasBody(req) ? req : null,
+        body: hasBody ? req : null,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       },

@@ -61,10 +61,113 @@ export interface HeaderOptions {
 }
 
 /**
- * The request headers sent upstream, as a flat [name, value, …] list: hop-by-hop
- * headers and the key header removed, client-sent identity and forwarding
- * headers replaced (appended to for trusted peers).
+ * What the proxy needs from a request's headers, read in one pass over
+ * `rawHeaders` (Node's `req.headers` object is never built on the request path).
  */
+export interface RequestHead {
+  /** The key header; every copy, joined with ", " when it was sent more than once. */
+  key: string | undefined;
+  /** Every `via` value, joined. */
+  via: string | undefined;
+  host: string | undefined;
+  xff: string | undefined;
+  xfp: string | undefined;
+  xfh: string | undefined;
+  hasBody: boolean;
+  /** The client's headers that may go upstream, as a flat [name, value, …] list. */
+  forward: string[];
+}
+
+/** Connection tokens that name no other header: the common `keep-alive`, `close` and `upgrade`. */
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close|upgrade)(?:\s*,\s*(?:keep-alive|close|upgrade))*\s*$/i;
+
+/**
+ * One pass over the raw request headers: the key, `via` and forwarding headers
+ * are picked out; hop-by-hop headers, the key header (unless forwarded),
+ * method overrides and client-sent identity/forwarding headers are left out of
+ * `forward`.
+ */
+export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions, 'via'>): RequestHead {
+  const forward: string[] = [];
+  let key: string | undefined;
+  let via: string | undefined;
+  let host: string | undefined;
+  let xff: string | undefined;
+  let xfp: string | undefined;
+  let xfh: string | undefined;
+  let connection: string | undefined;
+  let hasBody = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const lower = name.toLowerCase();
+    if (lower === opts.keyHeader) {
+      key = key === undefined ? value : `${key}, ${value}`;
+      if (!opts.forwardKey) continue;
+    }
+    switch (lower) {
+      case 'host':
+        host ??= value;
+        break;
+      case 'content-length':
+        if (value !== '0') hasBody = true;
+        break;
+      case 'transfer-encoding':
+        hasBody = true;
+        continue;
+      case 'connection':
+        connection = connection === undefined ? value : `${connection}, ${value}`;
+        if (opts.upgrade) break;
+        continue;
+      case 'upgrade':
+        if (opts.upgrade) break;
+        continue;
+      case 'x-forwarded-for':
+        xff = xff === undefined ? value : `${xff}, ${value}`;
+        continue;
+      case 'x-forwarded-proto':
+        xfp ??= value;
+        continue;
+      case 'x-forwarded-host':
+        xfh ??= value;
+        continue;
+      case 'via':
+        via = via === undefined ? value : `${via}, ${value}`;
+        continue;
+      default:
+        if (REPLACED.has(lower) || METHOD_OVERRIDES.has(lower) || HOP_BY_HOP.has(lower)) continue;
+    }
+    forward.push(name, value);
+  }
+  // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1): rare, so a second pass only then.
+  if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
+    const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
+    if (opts.upgrade) named.delete('upgrade');
+    let j = 0;
+    for (let i = 0; i < forward.length; i += 2) {
+      const lower = (forward[i] as string).toLowerCase();
+      if (named.has(lower) && lower !== 'connection') continue;
+      forward[j++] = forward[i] as string;
+      forward[j++] = forward[i + 1] as string;
+    }
+    forward.length = j;
+  }
+  return { key, via, host, xff, xfp, xfh, hasBody, forward };
+}
+
+/** Completes `head.forward` into the headers sent upstream: identity, `x-forwarded-*` (appended to for trusted peers) and `via`. */
+export function upstreamHeaders(head: RequestHead, identity: readonly string[], peer: string, trusted: boolean, via: string): string[] {
+  const out = head.forward;
+  for (let i = 0; i < identity.length; i++) out.push(identity[i] as string);
+  out.push('x-forwarded-for', trusted && head.xff !== undefined ? `${head.xff}, ${peer}` : peer);
+  out.push('x-forwarded-proto', trusted && head.xfp !== undefined ? head.xfp : 'http');
+  const fwdHost = trusted && head.xfh !== undefined ? head.xfh : head.host;
+  if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost);
+  out.push('via', head.via === undefined ? via : `${head.via}, ${via}`);
+  return out;
+}
+
+/** Both steps at once: the request headers sent upstream for `raw`. */
 export function upstreamRequestHeaders(
   raw: readonly string[],
   identity: readonly string[],
@@ -72,44 +175,7 @@ export function upstreamRequestHeaders(
   trusted: boolean,
   opts: HeaderOptions,
 ): string[] {
-  const out: string[] = [];
-  let connectionTokens: Set<string> | null = null;
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).length === 10 && (raw[i] as string).toLowerCase() === 'connection') {
-      connectionTokens = new Set((raw[i + 1] as string).toLowerCase().split(',').map((s) => s.trim()));
-    }
-  }
-  let xff: string | undefined;
-  let xfp: string | undefined;
-  let xfh: string | undefined;
-  let via: string | undefined;
-  let host: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    const value = raw[i + 1] as string;
-    const lower = name.toLowerCase();
-    if (lower === 'host') host = value;
-    if (REPLACED.has(lower)) {
-      if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
-      else if (lower === 'x-forwarded-proto') xfp ??= value;
-      else if (lower === 'x-forwarded-host') xfh ??= value;
-      else if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;
-      continue;
-    }
-    if (lower === opts.keyHeader && !opts.forwardKey) continue;
-    if (METHOD_OVERRIDES.has(lower)) continue;
-    if (HOP_BY_HOP.has(lower) || (connectionTokens !== null && connectionTokens.has(lower))) {
-      if (!(opts.upgrade && (lower === 'connection' || lower === 'upgrade'))) continue;
-    }
-    out.push(name, value);
-  }
-  for (const h of identity) out.push(h);
-  out.push('x-forwarded-for', trusted && xff !== undefined ? `${xff}, ${peer}` : peer);
-  out.push('x-forwarded-proto', trusted && xfp !== undefined ? xfp : 'http');
-  const fwdHost = trusted && xfh !== undefined ? xfh : host;
-  if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost);
-  out.push('via', via === undefined ? opts.via : `${via}, ${opts.via}`);
-  return out;
+  return upstreamHeaders(readRequestHead(raw, opts), identity, peer, trusted, opts.via);
 }
 
 /** Response headers from undici's raw list, hop-by-hop removed, `via` added. */

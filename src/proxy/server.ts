@@ -9,7 +9,7 @@ import { rulesAllow } from '../rules/match.ts';
 import { AccessLog } from './access-log.ts';
 import { authenticateOn, type AuthFailure, type ConnectionAuth } from './auth.ts';
 import { forward } from './forward.ts';
-import { isTrusted, trustedProxyList, upstreamRequestHeaders } from './headers.ts';
+import { isTrusted, readRequestHead, trustedProxyList, upstreamHeaders, type RequestHead } from './headers.ts';
 import { sendError, type ErrorCode } from './respond.ts';
 import type { KeySnapshot, Principal } from './snapshot.ts';
 import { FailedAuthThrottle } from './throttle.ts';
@@ -49,13 +49,6 @@ export interface ProxyOptions {
   /** Records that a key was used (batched to the database elsewhere). */
   touch: (keyId: number, nowMs: number) => void;
 }
-
-/** Headers for which Node keeps only the first value: duplicates must be looked up distinctly. */
-const NODE_DISCARDS_DUPLICATES = new Set([
-  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
-  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards',
-  'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
-]);
 
 const FAILURE_STATUS: Record<AuthFailure, [number, ErrorCode]> = {
   missing: [401, 'missing_api_key'],
@@ -154,20 +147,10 @@ export class ProxyServer {
     await this.pool.close().catch(() => undefined);
   }
 
-  private keyValue(req: IncomingMessage): string | undefined {
-    const h = this.config.keyHeader;
-    if (NODE_DISCARDS_DUPLICATES.has(h)) {
-      const all = req.headersDistinct[h];
-      if (all !== undefined && all.length > 1) return all.join(', ');
-    }
-    return req.headers[h] as string | undefined;
-  }
-
   /** Authentication, path normalisation, rules and loop check: shared by requests and upgrades. */
-  private check(req: IncomingMessage, now: number): Checked {
+  private check(req: IncomingMessage, head: RequestHead, now: number): Checked {
     // A request that already passed through this proxy: the upstream points back at us.
-    const via = req.headers.via;
-    if (via !== undefined && via.includes(this.via)) {
+    if (head.via !== undefined && head.via.includes(this.via)) {
       return { ok: false, status: 508, code: 'loop_detected', outcome: 'loop', principal: null };
     }
     const peer = req.socket.remoteAddress ?? '';
@@ -176,7 +159,7 @@ export class ProxyServer {
       this.opts.metrics.authFailure('throttled');
       return { ok: false, status: 429, code: 'too_many_requests', outcome: 'throttled', principal: null, extra: { 'retry-after': String(wait) } };
     }
-    const auth = authenticateOn(req.socket as { keygateAuth?: ConnectionAuth }, this.opts.snapshot(), this.keyValue(req), now);
+    const auth = authenticateOn(req.socket as { keygateAuth?: ConnectionAuth }, this.opts.snapshot(), head.key, now);
     if (!auth.ok) {
       this.throttle.fail(peer, now);
       this.opts.metrics.authFailure(auth.reason);
@@ -194,20 +177,20 @@ export class ProxyServer {
     return { ok: true, principal: p, target: this.basePath + norm.path + norm.query };
   }
 
-  private headersFor(req: IncomingMessage, p: Principal, upgrade: boolean): string[] {
+  private readHead(req: IncomingMessage, upgrade: boolean): RequestHead {
+    return readRequestHead(req.rawHeaders, { keyHeader: this.config.keyHeader, forwardKey: this.config.forwardKey, upgrade });
+  }
+
+  private headersFor(req: IncomingMessage, head: RequestHead, p: Principal): string[] {
     const peer = req.socket.remoteAddress ?? '';
-    return upstreamRequestHeaders(req.rawHeaders, p.identity, peer, isTrusted(this.trusted, peer), {
-      keyHeader: this.config.keyHeader,
-      forwardKey: this.config.forwardKey,
-      via: this.via,
-      upgrade,
-    });
+    return upstreamHeaders(head, p.identity, peer, isTrusted(this.trusted, peer), this.via);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now();
     const now = Date.now();
-    const c = this.check(req, now);
+    const head = this.readHead(req, false);
+    const c = this.check(req, head, now);
     if (!c.ok) {
       sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(c.extra ? { extra: c.extra } : {}) });
       this.record(req, c.status, c.outcome, c.principal, start);
@@ -215,8 +198,8 @@ export class ProxyServer {
       req.resume();
       return;
     }
-    const headers = this.headersFor(req, c.principal, false);
-    forward(this.pool, req, res, c.target, headers, this.via, this.config.upstreamTimeoutMs, (o) => {
+    const headers = this.headersFor(req, head, c.principal);
+    forward(this.pool, req, res, c.target, headers, head.hasBody, this.via, this.config.upstreamTimeoutMs, (o) => {
       if (o.kind === 'upstream_error') {
         sendError(res, o.status, o.code, { header: this.config.keyHeader });
         this.log.warn({ err: { message: o.err.message, code: (o.err as NodeJS.ErrnoException).code }, key_id: c.principal.id }, 'upstream failed');
@@ -230,13 +213,14 @@ export class ProxyServer {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const start = performance.now();
-    const c = this.check(req, Date.now());
+    const reqHead = this.readHead(req, true);
+    const c = this.check(req, reqHead, Date.now());
     if (!c.ok) {
       rawError(socket, c.status, c.code, this.config.keyHeader, c.extra);
       this.record(req, c.status, c.outcome, c.principal, start);
       return;
     }
-    const headers = this.headersFor(req, c.principal, true);
+    const headers = this.headersFor(req, reqHead, c.principal);
     tunnel(this.config.upstream, req.method ?? 'GET', c.target, headers, socket, head, this.config.upstreamTimeoutMs, this.config.keyHeader, (status) =>
       this.record(req, status, status >= 500 ? 'upstream_error' : 'forwarded', c.principal, start),
     );
