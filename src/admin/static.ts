@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { ServerResponse } from 'node:http';
 
-const UI_DIR = fileURLToPath(new URL('./ui/', import.meta.url));
+// From the package root, so that the compiled copy in build/admin/ finds the same files.
+const UI_DIR = fileURLToPath(new URL('../../src/admin/ui/', import.meta.url));
 
 /** URL path → file in src/admin/ui/ and its content type. Nothing else is served. */
 const FILES: ReadonlyMap<string, { file: string; type: string }> = new Map([
