@@ -16,24 +16,33 @@ export interface WorkerReply {
     | { kind: 'crashed'; error: string };
 }
 
-/** A worker whose heap grew past this after a reload is replaced, so a big file's garbage is given back. */
+/** A worker whose heap grew past this after a reload is closed at once, so a big file's garbage is given back. */
 const RECYCLE_HEAP_BYTES = 48 * 1024 * 1024;
+/** An idle worker is closed after this long; the next reload starts a fresh one (tens of milliseconds). */
+export const WORKER_IDLE_MS = 5_000;
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 /**
  * Runs reloads in a worker thread with its own database connection, one at a
- * time. A worker that grew large is swapped for a fresh one after its reply.
+ * time. The worker exists only while there is work: it is started for a
+ * reload and closed once it has been idle for WORKER_IDLE_MS (at once when
+ * its heap grew large), so that a daemon serving a big file does not keep a
+ * second JavaScript heap and the file's garbage between reloads.
  */
 export class Reloader {
-  private worker: Worker;
+  private worker: Worker | null = null;
   private dbFile: string | null = null;
   private nextId = 1;
   private closing = false;
+  private idleTimer: NodeJS.Timeout | null = null;
   private readonly waiting = new Map<number, (r: WorkerReply['result']) => void>();
 
-  constructor() {
-    this.worker = this.spawn();
+  constructor(private readonly idleMs = WORKER_IDLE_MS) {}
+
+  /** Whether a worker thread is running now (for tests and /status). */
+  get running(): boolean {
+    return this.worker !== null;
   }
 
   private spawn(): Worker {
@@ -42,14 +51,18 @@ export class Reloader {
       const resolve = this.waiting.get(msg.id);
       this.waiting.delete(msg.id);
       if (msg.result.kind === 'started') this.dbFile = msg.result.dbFile;
-      if (msg.heapBytes > RECYCLE_HEAP_BYTES && w === this.worker) this.recycle();
+      if (w === this.worker && this.waiting.size === 0) {
+        if (msg.heapBytes > RECYCLE_HEAP_BYTES) this.retire();
+        else this.idleTimer = setTimeout(() => this.retire(), this.idleMs).unref();
+      }
       resolve?.(msg.result);
     });
     w.on('error', (err) => this.failAll(w, `reload worker failed: ${err.message}`));
     w.on('exit', (code) => {
-      if (w === this.worker && code !== 0 && !this.closing) {
-        this.failAll(w, `reload worker exited with code ${code}`);
-        this.worker = this.spawn();
+      if (w === this.worker) {
+        // Died on its own: whatever it was doing failed; the next reload starts a new one.
+        if (code !== 0 && !this.closing) this.failAll(w, `reload worker exited with code ${code}`);
+        this.worker = null;
       }
     });
     return w;
@@ -61,17 +74,25 @@ export class Reloader {
     this.waiting.clear();
   }
 
-  private recycle(): void {
-    const old = this.worker;
-    this.worker = this.spawn();
-    old.postMessage({ kind: 'close' });
+  /** Closes the current worker (it finishes nothing: it is idle). */
+  private retire(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    const w = this.worker;
+    if (w === null || this.waiting.size > 0) return;
+    this.worker = null;
+    w.postMessage({ kind: 'close' });
   }
 
   private send(request: Request): Promise<WorkerReply['result']> {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    this.worker ??= this.spawn();
+    const w = this.worker;
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
-      this.worker.postMessage({ ...request, id });
+      w.postMessage({ ...request, id });
     });
   }
 
@@ -88,7 +109,10 @@ export class Reloader {
 
   async close(): Promise<void> {
     this.closing = true;
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     const w = this.worker;
+    if (w === null) return;
+    this.worker = null;
     w.postMessage({ kind: 'close' });
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => void w.terminate().then(() => resolve()), 2000);

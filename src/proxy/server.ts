@@ -11,7 +11,7 @@ import { authenticateOn, type AuthFailure, type ConnectionAuth } from './auth.ts
 import { forward } from './forward.ts';
 import { isTrusted, readRequestHead, trustedProxyList, upstreamHeaders, type RequestHead } from './headers.ts';
 import { sendError, type ErrorCode } from './respond.ts';
-import type { KeySnapshot, Principal } from './snapshot.ts';
+import { identityOf, type KeySnapshot, type Principal } from './snapshot.ts';
 import { FailedAuthThrottle } from './throttle.ts';
 import { rawError, tunnel } from './tunnel.ts';
 
@@ -183,7 +183,7 @@ export class ProxyServer {
 
   private headersFor(req: IncomingMessage, head: RequestHead, p: Principal): string[] {
     const peer = req.socket.remoteAddress ?? '';
-    return upstreamHeaders(head, p.identity, peer, isTrusted(this.trusted, peer), this.via);
+    return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {

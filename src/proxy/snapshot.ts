@@ -8,8 +8,6 @@ import { identityHeaders } from './headers.ts';
 export interface Principal {
   id: number;
   name: string;
-  prefix: string | null;
-  groupId: number;
   group: string;
   /** Members of the admin group may call every route and the management API. */
   admin: boolean;
@@ -18,8 +16,17 @@ export interface Principal {
   expiresAtMs: number | null;
   groupRules: CompiledRules;
   keyRules: CompiledRules;
-  /** x-api-key-id / -name / -group, ready to send. */
-  identity: readonly string[];
+  /** x-api-key-id / -name / -group, ready to send: built on the key's first forwarded request (see `identityOf`). */
+  identity: readonly string[] | null;
+}
+
+/**
+ * The identity headers of a principal, built once per key and kept: a
+ * snapshot of 100,000 keys does not carry 100,000 header lists that most
+ * keys never use (about 130 bytes each).
+ */
+export function identityOf(p: Principal): readonly string[] {
+  return (p.identity ??= identityHeaders({ id: p.id, name: p.name, group: p.group }));
 }
 
 export interface SnapshotGroup {
@@ -63,10 +70,8 @@ export function buildSnapshot(groups: readonly SnapshotGroup[], keys: readonly S
     map.set(k.digest, {
       id: k.id,
       name: k.name,
-      prefix: k.prefix,
-      groupId: k.groupId,
       group,
-      identity: identityHeaders({ id: k.id, name: k.name, group }),
+      identity: null,
       admin: g?.name === ADMIN_GROUP_NAME,
       disabled: k.disabled,
       expiresAtMs,
