@@ -157,14 +157,20 @@ async function main(): Promise<void> {
     const b = await startDaemon(bigFile, path.join(big, 'k.db'));
     const startMs = performance.now() - t0;
     if ((await status(b, '/api/x', keyOf(99_999))) !== 401 && (await status(b, '/api/x', keyOf(99_998))) !== 200) throw new Error('100k daemon does not admit its keys');
+    // Sampled for 40 s: the first 10 s show the start-up high-water mark (the reload worker's
+    // heap, young-generation space grown while the snapshot was built); by 30–40 s the worker has
+    // been closed (idle for 5 s) and V8's memory reducer has given the garbage back.
     const samples: number[] = [];
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 40; i++) {
       await sleep(1000);
       samples.push(rssMb(b.child.pid as number));
     }
     await stop(b);
+    const early = samples.slice(0, 10);
+    const settled = samples.slice(30);
     rows.push(['100,000', 'serve start (first apply into an empty db) until serving', `${(startMs / 1000).toFixed(1)} s`, '', '']);
-    rows.push(['100,000', 'daemon RSS, keys loaded, idle (min–max over 10 s)', `${median(samples).toFixed(0)} MB`, `${Math.min(...samples).toFixed(0)}–${Math.max(...samples).toFixed(0)} MB`, '≤ 150 MB']);
+    rows.push(['100,000', 'daemon RSS, first 10 s after serving (min–max)', `${median(early).toFixed(0)} MB`, `${Math.min(...early).toFixed(0)}–${Math.max(...early).toFixed(0)} MB`, '']);
+    rows.push(['100,000', 'daemon RSS, keys loaded, idle, 30–40 s after serving (min–max)', `${median(settled).toFixed(0)} MB`, `${Math.min(...settled).toFixed(0)}–${Math.max(...settled).toFixed(0)} MB`, '≤ 150 MB']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
