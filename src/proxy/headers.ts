@@ -178,29 +178,36 @@ export function upstreamRequestHeaders(
   return upstreamHeaders(readRequestHead(raw, opts), identity, peer, trusted, opts.via);
 }
 
-/** Response headers from undici's raw list, hop-by-hop removed, `via` added. */
+/** Response headers from undici's raw list, hop-by-hop removed, `via` added; one pass unless Connection names other headers. */
 export function downstreamResponseHeaders(raw: readonly Buffer[], via: string): string[] {
   const out: string[] = [];
-  let connectionTokens: Set<string> | null = null;
-  let viaSeen = false;
+  let connection: string | undefined;
+  let viaAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as Buffer).toString('latin1');
     const lower = name.toLowerCase();
-    if (lower === 'connection') {
-      connectionTokens = new Set((raw[i + 1] as Buffer).toString('latin1').toLowerCase().split(',').map((s) => s.trim()));
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') {
+        const v = (raw[i + 1] as Buffer).toString('latin1');
+        connection = connection === undefined ? v : `${connection}, ${v}`;
+      }
+      continue;
     }
+    if (lower === 'via') viaAt = out.length;
+    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
   }
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || (connectionTokens !== null && connectionTokens.has(lower))) continue;
-    let value = (raw[i + 1] as Buffer).toString('latin1');
-    if (lower === 'via') {
-      value = `${value}, ${via}`;
-      viaSeen = true;
+  if (viaAt === -1) out.push('via', via);
+  else out[viaAt + 1] = `${out[viaAt + 1] as string}, ${via}`;
+  if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
+    const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
+    named.delete('via');
+    let j = 0;
+    for (let i = 0; i < out.length; i += 2) {
+      if (named.has((out[i] as string).toLowerCase())) continue;
+      out[j++] = out[i] as string;
+      out[j++] = out[i + 1] as string;
     }
-    out.push(name, value);
+    out.length = j;
   }
-  if (!viaSeen) out.push('via', via);
   return out;
 }
