@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import path from 'node:path';
@@ -259,11 +261,13 @@ export class Daemon {
       while (next !== null && !this.stopped && this.reloader !== null) {
         this.reloadAgain = null;
         const writesBefore = this.apiWrites;
-        const outcome = await this.reloader.run({
-          file: this.opts.configFile,
-          skipIfSha256: next.force ? null : this.appliedSha,
-          env: this.opts.env,
-        });
+        const skipIf = next.force ? null : this.appliedSha;
+        // Unchanged bytes are told here, streaming the file through SHA-256 in small steps: no
+        // worker is started for an editor's touch or a ConfigMap resync that changed nothing.
+        const outcome: ReloadOutcome =
+          skipIf !== null && (await fileSha256(this.opts.configFile)) === skipIf
+            ? { kind: 'unchanged', sha256: skipIf }
+            : await this.reloader.run({ file: this.opts.configFile, skipIfSha256: skipIf, env: this.opts.env });
         this.take(outcome, next.trigger);
         if (outcome.kind === 'applied' && this.apiWrites !== writesBefore) this.setState(readStoreState(this.db));
         next = this.reloadAgain;
@@ -351,4 +355,15 @@ export class Daemon {
 function hostForUrl(host: string): string {
   if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
   return host.includes(':') ? `[${host}]` : host;
+}
+
+/** The SHA-256 of a file, read in chunks so that a big file does not hold the serving thread; null when it cannot be read. */
+async function fileSha256(file: string): Promise<string | null> {
+  try {
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+    return hash.digest('hex');
+  } catch {
+    return null;
+  }
 }
