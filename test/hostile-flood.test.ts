@@ -3,9 +3,9 @@
  *
  * The whole of 127.0.0.0/8 is loopback, so test clients bind to 127.0.0.2,
  * 127.0.0.3 … (`localAddress`) and keygate (on 127.0.0.1) sees them as
- * different peers. Slow-header (slowloris) connections are only cut by Node's
- * headersTimeout (15 s, checked every 30 s: up to 45 s), too slow for this
- * suite: here they must not hinder anyone else; the soak suite waits for the cut.
+ * different peers. A slow-header (slowloris) connection is answered 408 once
+ * its request head has taken 15 s (checked every second); one such connection
+ * is opened at the start and checked at the end.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,6 +90,21 @@ test('brute force and floods', async (t) => {
     ),
   );
   keepAlive.catch(() => undefined); // awaited (and so reported) in the last subtest
+
+  // One slowloris connection, opened now and checked last: a header line every 500 ms, never the end of the head.
+  const slowStarted = performance.now();
+  const slowAnswer = new Promise<{ text: string; at: number }>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port: Number(new URL(kg.proxy).port), localAddress: '127.0.0.10' });
+    let got = '';
+    const drip = setInterval(() => s.writable && s.write(`X-Drip-${Math.floor(Math.random() * 1e6)}: 1\r\n`), 500);
+    s.on('error', () => undefined);
+    s.on('data', (c: Buffer) => (got += c.toString()));
+    s.on('close', () => {
+      clearInterval(drip);
+      resolve({ text: got, at: performance.now() });
+    });
+    s.on('connect', () => s.write(`GET /slowloris HTTP/1.1\r\nHost: x\r\nx-api-key: ${VALID_KEY}\r\n`));
+  });
 
   await t.test('keygate sees each bound loopback address as its own peer', async () => {
     await call(kg.proxy, '/whoami', { headers: { 'x-api-key': VALID_KEY }, localAddress: CLIENT });
@@ -206,6 +221,17 @@ test('brute force and floods', async (t) => {
     }
     // Every one of those connections is released again: nothing leaks.
     assert.ok(await eventually(() => fdCount(pid) <= fdsBefore + 5, 5000), `keygate still holds ${fdCount(pid)} fds (before: ${fdsBefore})`);
+  });
+
+  await t.test('a request head still incomplete after 15 s is answered 408 request_timeout and the connection closed', async () => {
+    const slow = await Promise.race([slowAnswer, sleep(Math.max(0, 20_000 - (performance.now() - slowStarted))).then(() => null)]);
+    assert.ok(slow !== null, 'the slow-header connection was still open 20 s after it started');
+    const took = (slow.at - slowStarted) / 1000;
+    t.diagnostic(`slow-header connection answered and closed after ${took.toFixed(1)} s`);
+    assert.match(slow.text, /^HTTP\/1\.1 408 /);
+    assert.match(slow.text, /"error":\s*"request_timeout"/);
+    assert.ok(took >= 14, `cut after ${took.toFixed(1)} s, before the 15 s headersTimeout`);
+    assert.ok(!up.seen.some((r) => r.url === '/slowloris'), 'the slow request reached the upstream');
   });
 
   await t.test('idle keep-alive connections are closed by the proxy (keepAliveTimeout)', async () => {

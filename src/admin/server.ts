@@ -33,7 +33,7 @@ export class AdminServer {
 
   constructor(private readonly opts: AdminOptions) {
     this.log = opts.logger.child({ component: 'admin' });
-    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 60_000 }, (req, res) => {
+    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 60_000, connectionsCheckingInterval: 1_000 }, (req, res) => {
       void this.handle(req, res).catch((err: unknown) => {
         this.log.error({ err: { message: (err as Error).message } }, 'admin request failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal_error', message: 'internal error' });
