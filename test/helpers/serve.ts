@@ -70,6 +70,8 @@ export async function startServe(t: TestContext, config: string, opts: ServeOpti
       const m = /"listen":"([^"]+)","admin_listen":"([^"]+)"/.exec(err);
       if (m !== null) {
         clearTimeout(timer);
+        // Only until the daemon serves: a noisy run must not rescan all of stderr on every chunk.
+        child.stderr?.off('data', check);
         resolve({ proxy: `http://${m[1]}`, admin: `http://${m[2]}` });
       }
     };
