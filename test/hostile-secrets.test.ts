@@ -153,6 +153,8 @@ test('no key used in any CLI command or serve session shows up in output, answer
   await proxyCall('key as bearer token', '/api/card/1', { authorization: `Bearer ${HASHED}` }, 401);
   await proxyCall('bad path with a key', '/api/%2e%2e/%2e%2e/x', { 'x-api-key': TEMPLATED }, 400);
   await proxyCall('POST with a key', '/api/card/1', { 'x-api-key': TEMPLATED }, 403, 'POST');
+  // An absolute-form target with a key as its password: refused, and the authority is never logged.
+  await proxyCall('key in an absolute-form target', `http://ci:${LITERAL}@api.example/api/card/1?k=${HASHED}`, { 'x-api-key': TEMPLATED }, 400);
 
   await adminCall('list keys', 'GET', '/api/api-key');
   await adminCall('list groups', 'GET', '/api/permissions/group');

@@ -484,6 +484,22 @@ test('SIGTERM lets an in-flight request finish, then exits 0', async (t) => {
   assert.equal(r.status, 200);
   assert.equal(r.text, 'finished');
   assert.equal(await kg.exited, 0);
+  // Its request line was written before the process ended (request lines are buffered).
+  assert.match(kg.stderr(), /"path":"\/slowish","status":200,"outcome":"forwarded"/);
+});
+
+test('SIGTERM cuts off a request still running when the grace period ends, and logs it', async (t) => {
+  const up = await startUpstream(t, (req) => {
+    req.resume(); // never answers
+  });
+  const dir = tempConfig(t, config(up.url, '    shutdown_grace_ms: 300'));
+  const kg = await startServe(t, dir.config, { args: ['--db', dir.db] });
+  const cut = call(kg.proxy, '/cut-off', { 'x-api-key': ADMIN_KEY }).catch((err: Error) => err);
+  await eventually(() => up.seen.length > 0, 2000);
+  kg.child.kill('SIGTERM');
+  assert.ok((await cut) instanceof Error, 'the client connection was closed without an answer');
+  assert.equal(await kg.exited, 0);
+  assert.match(kg.stderr(), /"path":"\/cut-off","status":499,"outcome":"client_closed"/);
 });
 
 test('an invalid config at start is fatal: exit 1 with every error printed', async (t) => {

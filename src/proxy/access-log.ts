@@ -38,6 +38,8 @@ const MAX_PENDING = 512;
 export class AccessLog {
   private pending: AccessEntry[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** Set at shutdown: from then on every line is written as it comes (nothing may wait for a timer). */
+  private unbuffered = false;
   private readonly head: string;
   private readonly stream: { write(s: string): unknown };
   private readonly infoOn: boolean;
@@ -54,11 +56,17 @@ export class AccessLog {
 
   record(e: AccessEntry): void {
     if (!(e.status >= 500 ? this.errorOn : this.infoOn)) return;
-    if (this.pending.push(e) >= MAX_PENDING) this.flush();
+    if (this.pending.push(e) >= MAX_PENDING || this.unbuffered) this.flush();
     else if (this.timer === null) this.timer = setTimeout(this.flushSoon, FLUSH_MS).unref();
   }
 
-  /** Writes every queued line now (also called at shutdown). */
+  /** Writes what is queued and every later line at once: called when the proxy starts shutting down. */
+  stopBuffering(): void {
+    this.unbuffered = true;
+    this.flush();
+  }
+
+  /** Writes every queued line now. */
   flush(): void {
     if (this.timer !== null) {
       clearTimeout(this.timer);

@@ -15,6 +15,20 @@ import { identityOf, type KeySnapshot, type Principal } from './snapshot.ts';
 import { FailedAuthThrottle } from './throttle.ts';
 import { rawError, tunnel } from './tunnel.ts';
 
+/**
+ * The request target as logged: the path only. The query string may carry secrets, and so may the
+ * authority of an absolute-form target (`http://user:password@host/…`, refused with 400).
+ */
+export function loggedPath(url: string): string {
+  const q = url.indexOf('?');
+  const p = q === -1 ? url : url.slice(0, q);
+  if (p.startsWith('/')) return p;
+  const scheme = p.indexOf('://');
+  if (scheme === -1) return p === '*' ? '*' : '(not a path)';
+  const slash = p.indexOf('/', scheme + 3);
+  return slash === -1 ? '/' : p.slice(slash);
+}
+
 export type Outcome =
   | 'forwarded'
   | 'unauthenticated'
@@ -145,6 +159,8 @@ export class ProxyServer {
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then closes what is left. */
   async close(graceMs: number): Promise<void> {
     clearInterval(this.sweepTimer);
+    // Requests still in flight, or cut off when the grace period ends, log after this point.
+    this.accessLog.stopBuffering();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     // Keep-alive connections become idle as their last response ends: close them as they do.
     this.server.closeIdleConnections();
@@ -153,7 +169,6 @@ export class ProxyServer {
     await closed;
     clearInterval(idle);
     clearTimeout(timer);
-    this.accessLog.flush();
     await this.pool.close().catch(() => undefined);
   }
 
@@ -242,12 +257,9 @@ export class ProxyServer {
 
   private record(req: IncomingMessage, status: number, outcome: Outcome, p: Principal | null, start: number): void {
     this.opts.metrics.request(outcome, status);
-    const url = req.url ?? '';
-    const q = url.indexOf('?');
     this.accessLog.record({
       method: req.method ?? '',
-      // The query string is left out: it may carry secrets.
-      path: q === -1 ? url : url.slice(0, q),
+      path: loggedPath(req.url ?? ''),
       status,
       outcome,
       durationMs: Math.round((performance.now() - start) * 100) / 100,
