@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { eventually, startServe } from './helpers/serve.ts';
 
 /** A copy of the package (bin, src, schemas, package.json) with the real node_modules linked in. */
 function copyOfPackage(dir: string): string {
@@ -23,31 +24,37 @@ function run(root: string, args: string[], env: Record<string, string> = {}): { 
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test('bin/keygate.js compiles src/ into build/ on first run, reuses it, and recompiles when a source changes', (t) => {
+/** The finished builds in build/ (temporary folders excluded). */
+const builds = (root: string): string[] => (existsSync(path.join(root, 'build')) ? readdirSync(path.join(root, 'build')).filter((n) => /^[0-9a-f]{16}$/.test(n)).sort() : []);
+
+const CONFIG = (names: string[]): string =>
+  `version: 1\nconfig:\n  groups:\n    - name: readers\n  api-keys:\n${names.map((n) => `    - name: ${n}\n      group: readers\n      key: kg_build_test_${n}_0123456789abcdef\n`).join('')}`;
+
+test('bin/keygate.js compiles src/ into build/<hash>/ on first run, reuses it, and compiles a new one when a source changes', (t) => {
   const root = copyOfPackage(tempDir(t).dir);
-  assert.equal(existsSync(path.join(root, 'build')), false);
+  assert.deepEqual(builds(root), []);
 
   const first = run(root, ['--version'], { KEYGATE_DEBUG_BUILD: '1' });
   assert.equal(first.code, 0, first.stderr);
   assert.match(first.stdout, /^keygate \d+\.\d+\.\d+/);
   assert.equal(first.stderr, '', 'no fallback to tsx');
-  const stamp = readFileSync(path.join(root, 'build', '.stamp'), 'utf8');
-  assert.match(stamp, /^[0-9a-f]{64}$/);
+  const [built] = builds(root);
+  assert.ok(built !== undefined, 'no build/<hash>/ was made');
   // The compiled tree imports .js files, never .ts ones.
-  const compiled = readFileSync(path.join(root, 'build', 'cli', 'main.js'), 'utf8');
+  const compiled = readFileSync(path.join(root, 'build', built, 'cli', 'main.js'), 'utf8');
   assert.doesNotMatch(compiled.split('//# sourceMappingURL')[0] as string, /from\s*["']\.{1,2}\/[^"']+\.ts["']/);
 
-  // A real command through the compiled tree: validate a config (schema file, config loader, semantic checks).
-  writeFileSync(path.join(root, 'config.yml'), 'version: 1\nconfig:\n  groups:\n    - name: readers\n  api-keys:\n    - name: a\n      group: readers\n      key: kg_build_test_key_0123456789abcdef\n');
+  // A real command through the compiled tree: the schema file, the config loader and the semantic checks.
+  writeFileSync(path.join(root, 'config.yml'), CONFIG(['a']));
   const valid = run(root, ['validate', '-c', 'config.yml']);
   assert.equal(valid.code, 0, valid.stderr);
   assert.match(valid.stdout, /valid \(1 key/);
 
   // Unchanged sources: the build is reused as it is.
   assert.equal(run(root, ['--version']).code, 0);
-  assert.equal(readFileSync(path.join(root, 'build', '.stamp'), 'utf8'), stamp);
+  assert.deepEqual(builds(root), [built]);
 
-  // An edited source is recompiled before it runs.
+  // An edited source is compiled into a new build before it runs; the old build stays for processes still using it.
   const mainTs = path.join(root, 'src', 'cli', 'main.ts');
   const text = readFileSync(mainTs, 'utf8');
   assert.ok(text.includes('`keygate ${'), 'main.ts prints "keygate <version>"');
@@ -55,10 +62,32 @@ test('bin/keygate.js compiles src/ into build/ on first run, reuses it, and reco
   const edited = run(root, ['--version']);
   assert.equal(edited.code, 0, edited.stderr);
   assert.match(edited.stdout, /^keygate-edited /);
-  assert.notEqual(readFileSync(path.join(root, 'build', '.stamp'), 'utf8'), stamp);
+  assert.equal(builds(root).length, 2);
+  assert.ok(builds(root).includes(built));
 
   // KEYGATE_NO_BUILD=1 runs the TypeScript through tsx instead, with the same result.
   const viaTsx = run(root, ['validate', '-c', 'config.yml'], { KEYGATE_NO_BUILD: '1' });
   assert.equal(viaTsx.code, 0, viaTsx.stderr);
   assert.equal(viaTsx.stdout, valid.stdout);
+});
+
+test('a running daemon keeps reloading with the code it started with, even after another command compiled changed sources', async (t) => {
+  const root = copyOfPackage(tempDir(t).dir);
+  const config = path.join(root, 'config.yml');
+  writeFileSync(config, CONFIG(['a']));
+  const kg = await startServe(t, config, { bin: path.join(root, 'bin', 'keygate.js'), cwd: root, args: ['--db', path.join(root, 'k.db')] });
+  // The daemon's reload worker is closed after 5 s idle; the next reload starts a new one from disk.
+  await new Promise((r) => setTimeout(r, 6_000));
+  // Sources change (a git pull, an upgrade) and another command compiles them: this code would fail every reload.
+  const reloadTs = path.join(root, 'src', 'daemon', 'reload.ts');
+  writeFileSync(reloadTs, readFileSync(reloadTs, 'utf8').replace('export function runReload(db: DB, req: ReloadRequest): ReloadOutcome {', "export function runReload(db: DB, req: ReloadRequest): ReloadOutcome {\n  throw new Error('code from the new build');"));
+  assert.equal(run(root, ['--version']).code, 0);
+  assert.equal(builds(root).length, 2);
+
+  writeFileSync(config, CONFIG(['a', 'b']));
+  const status = async (): Promise<{ keys: { total: number }; last_reload: { result: string; error: string | null } | null }> =>
+    (await (await fetch(`${kg.admin}/status`)).json()) as { keys: { total: number }; last_reload: { result: string; error: string | null } | null };
+  assert.ok(await eventually(async () => (await status()).keys.total === 2, 10_000), `the edit was not applied: ${JSON.stringify(await status())}`);
+  assert.equal((await status()).last_reload?.result, 'success');
+  assert.equal(await kg.stop(), 0);
 });

@@ -4,11 +4,12 @@
  * Content-Security-Policy (everything comes from keygate itself).
  */
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { packagePath } from '../paths.ts';
 import type { ServerResponse } from 'node:http';
 
-// From the package root, so that the compiled copy in build/admin/ finds the same files.
-const UI_DIR = fileURLToPath(new URL('../../src/admin/ui/', import.meta.url));
+// From the package root, so that the compiled copy in build/<hash>/admin/ finds the same files.
+const UI_DIR = packagePath('src', 'admin', 'ui');
 
 /** URL path → file in src/admin/ui/ and its content type. Nothing else is served. */
 const FILES: ReadonlyMap<string, { file: string; type: string }> = new Map([
@@ -35,7 +36,7 @@ export function isUiPath(pathname: string): boolean {
 export async function serveUi(res: ServerResponse, pathname: string, head: boolean): Promise<void> {
   const entry = FILES.get(pathname);
   if (entry === undefined) throw new Error(`not a ui file: ${pathname}`);
-  const body = await readFile(UI_DIR + entry.file);
+  const body = await readFile(path.join(UI_DIR, entry.file));
   res.writeHead(200, { 'content-type': entry.type, 'content-length': body.length, ...UI_HEADERS });
   res.end(head ? undefined : body);
 }

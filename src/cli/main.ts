@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { KeygateError } from '../errors.ts';
+import { packagePath } from '../paths.ts';
 import { processIo, type Io } from './io.ts';
 
 export const HELP = `keygate: API keys declared in a YAML file, kept in SQLite, enforced by a reverse proxy.
@@ -27,7 +28,7 @@ Run \`keygate <command> --help\` for details. Docs: README.md and docs/.
 `;
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { DocPath } from './positions.ts';
+import { packagePath } from '../paths.ts';
 
-export const SCHEMA_PATH = new URL('../../schemas/config.schema.json', import.meta.url);
+export const SCHEMA_PATH = packagePath('schemas', 'config.schema.json');
 
 export function schemaText(): string {
   return readFileSync(SCHEMA_PATH, 'utf8');

@@ -26,6 +26,8 @@ export interface ServeOptions {
   cwd?: string;
   /** Use `npm start -- …` instead of `node bin/keygate.js serve …`. */
   npmStart?: boolean;
+  /** Another copy of bin/keygate.js to run (default: this repository's). */
+  bin?: string;
 }
 
 function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
@@ -43,7 +45,7 @@ export async function startServe(t: TestContext, config: string, opts: ServeOpti
   const child = opts.npmStart
     ? // Its own process group, so that npm, sh and keygate are all stopped together.
       spawn('npm', ['start', '--silent', '--', ...args.slice(2)], { cwd: opts.cwd ?? REPO, env: childEnv(opts.env ?? {}), detached: true })
-    : spawn(process.execPath, [BIN, 'serve', ...args], { cwd: opts.cwd ?? REPO, env: childEnv(opts.env ?? {}) });
+    : spawn(process.execPath, [opts.bin ?? BIN, 'serve', ...args], { cwd: opts.cwd ?? REPO, env: childEnv(opts.env ?? {}) });
   let out = '';
   let err = '';
   child.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
