@@ -199,7 +199,8 @@ export class Daemon {
       { trigger, revision: o.revision?.number ?? null, sha256: o.sha256, ...o.summary, changes: o.changed.slice(0, 20) },
       o.changed.length === 0 ? 'config applied: no changes' : 'config applied',
     );
-    if (this.proxy !== null) {
+    // A reload that finishes during shutdown changes no listener: the proxy may be closed already.
+    if (this.proxy !== null && !this.stopped) {
       const next = this.withOverrides(o.settings);
       for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs'] as const) {
         if (next[field] !== this.settings[field]) {
@@ -257,24 +258,34 @@ export class Daemon {
       return this.reloading;
     }
     this.reloading = (async () => {
-      let next: { force: boolean; trigger: string } | null = { force, trigger };
-      while (next !== null && !this.stopped && this.reloader !== null) {
-        this.reloadAgain = null;
-        const writesBefore = this.apiWrites;
-        const skipIf = next.force ? null : this.appliedSha;
-        // Unchanged bytes are told here, streaming the file through SHA-256 in small steps: no
-        // worker is started for an editor's touch or a ConfigMap resync that changed nothing.
-        const outcome: ReloadOutcome =
-          skipIf !== null && (await fileSha256(this.opts.configFile)) === skipIf
-            ? { kind: 'unchanged', sha256: skipIf }
-            : await this.reloader.run({ file: this.opts.configFile, skipIfSha256: skipIf, env: this.opts.env });
-        this.take(outcome, next.trigger);
-        if (outcome.kind === 'applied' && this.apiWrites !== writesBefore) this.setState(readStoreState(this.db));
-        next = this.reloadAgain;
+      try {
+        await this.reloadLoop({ force, trigger });
+      } catch (err) {
+        // Never leave hot reload stuck behind a rejected promise: report it; the next event retries.
+        this.log.error({ err: { message: (err as Error).message } }, 'config reload failed unexpectedly');
+      } finally {
+        this.reloading = null;
       }
-      this.reloading = null;
     })();
     return this.reloading;
+  }
+
+  private async reloadLoop(first: { force: boolean; trigger: string }): Promise<void> {
+    let next: { force: boolean; trigger: string } | null = first;
+    while (next !== null && !this.stopped && this.reloader !== null) {
+      this.reloadAgain = null;
+      const writesBefore = this.apiWrites;
+      const skipIf = next.force ? null : this.appliedSha;
+      // Unchanged bytes are told here, streaming the file through SHA-256 in small steps: no
+      // worker is started for an editor's touch or a ConfigMap resync that changed nothing.
+      const outcome: ReloadOutcome =
+        skipIf !== null && (await fileSha256(this.opts.configFile)) === skipIf
+          ? { kind: 'unchanged', sha256: skipIf }
+          : await this.reloader.run({ file: this.opts.configFile, skipIfSha256: skipIf, env: this.opts.env });
+      this.take(outcome, next.trigger);
+      if (outcome.kind === 'applied' && this.apiWrites !== writesBefore) this.setState(readStoreState(this.db));
+      next = this.reloadAgain;
+    }
   }
 
   private take(o: ReloadOutcome, trigger: string): void {
