@@ -214,6 +214,10 @@ test('the admin page, in a real browser against a real keygate serve', { skip: !
     }
     await page.keyboard.press('Shift+Tab');
     assert.ok(await page.evaluate(() => document.getElementById('modal')?.contains(document.activeElement)));
+    // An empty name is caught in the form, and the name field gets the focus back.
+    await modal.getByRole('button', { name: 'Create' }).click();
+    await modal.getByRole('alert').getByText('Enter a name for the key.').waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement?.id), await modal.getByLabel('Key name').getAttribute('id'));
     await modal.getByLabel('Key name').fill('Reporting bot');
     await modal.getByLabel('Group').selectOption({ label: 'analysts' });
     await shot('create-key-modal');
@@ -280,6 +284,10 @@ test('the admin page, in a real browser against a real keygate serve', { skip: !
 
   await t.test('groups: create one, see its member count, delete it', async () => {
     await page.getByRole('button', { name: 'Create group' }).click();
+    // A name that is taken: the API's 400 is shown in the form, which stays open.
+    await modal.getByLabel('Group name').fill('analysts');
+    await modal.getByRole('button', { name: 'Create' }).click();
+    await modal.getByRole('alert').getByText('name: A group with this name already exists.').waitFor();
     await modal.getByLabel('Group name').fill('ops');
     await modal.getByRole('button', { name: 'Create' }).click();
     const ops = page.locator('#groups-body tr[data-name="ops"]');

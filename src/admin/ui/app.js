@@ -520,6 +520,48 @@
     return { body, focus: copy };
   }
 
+  const cancelButton = () => h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel');
+
+  /**
+   * A form whose first field is a required name: the empty-name check, the busy submit button and
+   * the error line are here once. `send()` makes the call and shows its result; an expired or
+   * non-admin key (401/403) signs out, any other error is shown in the form.
+   */
+  function nameForm({ name, nameLabel, missing, submitLabel, fields, leading = [], send }) {
+    const err = formError();
+    const submit = h('button', { type: 'submit', class: 'primary' }, submitLabel);
+    return h(
+      'form',
+      {
+        novalidate: true,
+        onsubmit: async (e) => {
+          e.preventDefault();
+          if (name.value.trim() === '') {
+            err.textContent = missing;
+            name.focus();
+            return;
+          }
+          submit.disabled = true;
+          try {
+            await send();
+          } catch (e2) {
+            submit.disabled = false;
+            if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
+            err.textContent = e2.message;
+            name.focus();
+          }
+        },
+      },
+      field(nameLabel, name),
+      ...fields,
+      err,
+      buttons(...leading, cancelButton(), submit),
+    );
+  }
+
+  /** The trimmed description, or undefined when left empty. */
+  const described = (input) => (input.value.trim() === '' ? undefined : input.value.trim());
+
   // ---------------------------------------------------------------------------
   // Keys
 
@@ -527,41 +569,20 @@
     const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '254', autocomplete: 'off' });
     const group = groupSelect();
     const description = h('input', { type: 'text', name: 'description', autocomplete: 'off' });
-    const err = formError();
-    const submit = h('button', { type: 'submit', class: 'primary' }, 'Create');
-    const form = h(
-      'form',
-      {
-        novalidate: true,
-        onsubmit: async (e) => {
-          e.preventDefault();
-          if (name.value.trim() === '') {
-            err.textContent = 'Enter a name for the key.';
-            name.focus();
-            return;
-          }
-          submit.disabled = true;
-          try {
-            const body = { name: name.value.trim(), group_id: Number(group.value) };
-            if (description.value.trim() !== '') body.description = description.value.trim();
-            const created = await api('POST', '/api/api-key', body);
-            const shown = revealKey(created.name, created.unmasked_key);
-            replaceModal('API key created', shown.body, shown.focus);
-            void refresh();
-          } catch (e2) {
-            submit.disabled = false;
-            if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
-            err.textContent = e2.message;
-            name.focus();
-          }
-        },
+    const form = nameForm({
+      name,
+      nameLabel: 'Key name',
+      missing: 'Enter a name for the key.',
+      submitLabel: 'Create',
+      fields: [field('Group', group, 'Its allow rules decide what the key may call.'), field('Description (optional)', description)],
+      send: async () => {
+        const body = { name: name.value.trim(), group_id: Number(group.value), description: described(description) };
+        const created = await api('POST', '/api/api-key', body);
+        const shown = revealKey(created.name, created.unmasked_key);
+        replaceModal('API key created', shown.body, shown.focus);
+        void refresh();
       },
-      field('Key name', name),
-      field('Group', group, 'Its allow rules decide what the key may call.'),
-      field('Description (optional)', description),
-      err,
-      buttons(h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel'), submit),
-    );
+    });
     openModal('Create API key', form, opener, { focus: name });
   }
 
@@ -569,41 +590,26 @@
     const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '254', autocomplete: 'off', value: k.name });
     const group = groupSelect(k.group_id);
     const description = h('input', { type: 'text', name: 'description', autocomplete: 'off', value: k.description ?? '' });
-    const err = formError();
-    const submit = h('button', { type: 'submit', class: 'primary' }, 'Save');
     const regenerate = h('button', { type: 'button', class: 'warn', onclick: () => confirmRegenerate(k, opener) }, 'Regenerate key…');
-    const form = h(
-      'form',
-      {
-        novalidate: true,
-        onsubmit: async (e) => {
-          e.preventDefault();
-          if (name.value.trim() === '') {
-            err.textContent = 'Enter a name for the key.';
-            name.focus();
-            return;
-          }
-          submit.disabled = true;
-          try {
-            const body = { name: name.value.trim(), group_id: Number(group.value), description: description.value.trim() === '' ? null : description.value.trim() };
-            await api('PUT', `/api/api-key/${k.id}`, body);
-            closeModal();
-            toast(`Saved “${body.name}”.`);
-            void refresh();
-          } catch (e2) {
-            submit.disabled = false;
-            if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
-            err.textContent = e2.message;
-          }
-        },
+    const form = nameForm({
+      name,
+      nameLabel: 'Key name',
+      missing: 'Enter a name for the key.',
+      submitLabel: 'Save',
+      fields: [
+        field('Group', group),
+        field('Description', description),
+        h('p', { class: 'hint' }, 'Key ', h('code', {}, k.masked_key), '. Regenerating replaces it: the current key stops working at once.'),
+      ],
+      leading: [regenerate, h('span', { class: 'spacer' })],
+      send: async () => {
+        const body = { name: name.value.trim(), group_id: Number(group.value), description: described(description) ?? null };
+        await api('PUT', `/api/api-key/${k.id}`, body);
+        closeModal();
+        toast(`Saved “${body.name}”.`);
+        void refresh();
       },
-      field('Key name', name),
-      field('Group', group),
-      field('Description', description),
-      h('p', { class: 'hint' }, 'Key ', h('code', {}, k.masked_key), '. Regenerating replaces it: the current key stops working at once.'),
-      err,
-      buttons(regenerate, h('span', { class: 'spacer' }), h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel'), submit),
-    );
+    });
     openModal(`Edit API key “${k.name}”`, form, opener, { focus: name });
   }
 
@@ -623,7 +629,7 @@
         err.textContent = e2.message;
       }
     });
-    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel');
+    const cancel = cancelButton();
     openModal(
       `Regenerate “${k.name}”?`,
       h('div', {}, h('p', {}, 'A new key replaces ', h('code', {}, k.masked_key), '. Anything still using the current key is refused from the next request on.'), err, buttons(cancel, yes)),
@@ -649,7 +655,7 @@
         err.textContent = e2.message;
       }
     });
-    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel');
+    const cancel = cancelButton();
     openModal(
       `Delete API key “${k.name}”?`,
       h('div', {}, h('p', {}, 'The key ', h('strong', {}, k.name), ' (', h('code', {}, k.masked_key), ') is refused from the next request on. This cannot be undone.'), err, buttons(cancel, yes)),
@@ -664,41 +670,23 @@
   function createGroup(opener) {
     const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '254', autocomplete: 'off' });
     const description = h('input', { type: 'text', name: 'description', autocomplete: 'off' });
-    const err = formError();
-    const submit = h('button', { type: 'submit', class: 'primary' }, 'Create');
-    const form = h(
-      'form',
-      {
-        novalidate: true,
-        onsubmit: async (e) => {
-          e.preventDefault();
-          if (name.value.trim() === '') {
-            err.textContent = 'Enter a name for the group.';
-            name.focus();
-            return;
-          }
-          submit.disabled = true;
-          try {
-            const body = { name: name.value.trim() };
-            if (description.value.trim() !== '') body.description = description.value.trim();
-            await api('POST', '/api/permissions/group', body);
-            closeModal();
-            toast(`Created group “${body.name}”.`);
-            void refresh();
-          } catch (e2) {
-            submit.disabled = false;
-            if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
-            err.textContent = e2.message;
-            name.focus();
-          }
-        },
+    const form = nameForm({
+      name,
+      nameLabel: 'Group name',
+      missing: 'Enter a name for the group.',
+      submitLabel: 'Create',
+      fields: [
+        field('Description (optional)', description),
+        h('p', { class: 'hint' }, 'A group made here has no allow rules: its keys may call every route of the upstream. To restrict it, declare it in the config file.'),
+      ],
+      send: async () => {
+        const body = { name: name.value.trim(), description: described(description) };
+        await api('POST', '/api/permissions/group', body);
+        closeModal();
+        toast(`Created group “${body.name}”.`);
+        void refresh();
       },
-      field('Group name', name),
-      field('Description (optional)', description),
-      h('p', { class: 'hint' }, 'A group made here has no allow rules: its keys may call every route of the upstream. To restrict it, declare it in the config file.'),
-      err,
-      buttons(h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel'), submit),
-    );
+    });
     openModal('Create group', form, opener, { focus: name });
   }
 
@@ -719,7 +707,7 @@
         err.textContent = e2.message;
       }
     });
-    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => closeModal() }, 'Cancel');
+    const cancel = cancelButton();
     const n = g.member_count;
     openModal(
       `Delete group “${g.name}”?`,
