@@ -14,6 +14,7 @@ import {
   ADMIN_KEY,
   baseConfig,
   BOT_KEY,
+  clashConfig,
   manyKeys,
   NEW_KEY,
   range,
@@ -164,27 +165,7 @@ describe('failed applies change nothing', () => {
   test('a constraint failing mid-way leaves the database byte-for-byte as it was', async (t) => {
     // Creates a group and updates a key, then creates a key whose digest an
     // api-owned key already holds.
-    const clash = yaml`
-      version: 1
-      config:
-        groups:
-          - name: analysts
-            description: Read-only
-            allow:
-              - methods: [GET]
-                paths: ["/api/card/**"]
-          - name: writers
-        api-keys:
-          - name: Admin API key
-            group: admin
-            key: ${ADMIN_KEY}
-          - name: CI bot
-            group: writers
-            key: ${BOT_KEY}
-          - name: Clash
-            group: writers
-            key: ${NEW_KEY}
-    `;
+    const clash = clashConfig();
     const c = tempConfig(t, clash);
     applyText(c.db, baseConfig());
     insertApiKey(c.db, { name: 'Legacy', key: NEW_KEY });

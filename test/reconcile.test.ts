@@ -19,7 +19,7 @@ import {
   reconcileInto,
   tables,
 } from './helpers/db.ts';
-import { ADMIN_KEY, baseConfig, BOT_KEY, manyKeys, NEW_KEY, range, withoutAnalysts, withoutBot } from './helpers/fixtures.ts';
+import { ADMIN_KEY, analystsWith, baseConfig, BOT_KEY, clashConfig, manyKeys, NEW_KEY, range, withoutAnalysts, withoutBot } from './helpers/fixtures.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const base = baseConfig;
@@ -200,23 +200,10 @@ describe('applying again', () => {
   test('records each applied change set as a revision with its counts and the file\'s SHA-256', (t) => {
     const db = tempDir(t).path('keygate.db');
     applyText(db, base());
-    const next = yaml`
-      version: 1
-      config:
-        groups:
-          - name: analysts
-            description: Read-only
-            allow:
-              - methods: [GET]
-                paths: ["/api/card/**"]
-        api-keys:
-          - name: CI bot
-            group: admin
-            key: ${BOT_KEY}
-          - name: Newcomer
-            group: analysts
-            key: ${NEW_KEY}
-    `;
+    const next = analystsWith([
+      { name: 'CI bot', group: 'admin', key: BOT_KEY },
+      { name: 'Newcomer', group: 'analysts', key: NEW_KEY },
+    ]);
     applyText(db, next);
     const { revisions } = tables(db);
     assert.deepEqual(
@@ -354,27 +341,7 @@ describe('one transaction', () => {
 
     // Creates a group and updates a key (both fine), then creates a key whose
     // digest the api-owned "Legacy" row already holds.
-    const clash = yaml`
-      version: 1
-      config:
-        groups:
-          - name: analysts
-            description: Read-only
-            allow:
-              - methods: [GET]
-                paths: ["/api/card/**"]
-          - name: writers
-        api-keys:
-          - name: Admin API key
-            group: admin
-            key: ${ADMIN_KEY}
-          - name: CI bot
-            group: writers
-            key: ${BOT_KEY}
-          - name: Clash
-            group: writers
-            key: ${NEW_KEY}
-    `;
+    const clash = clashConfig();
     assert.throws(
       () => applyText(db, clash),
       (err: unknown) => {
@@ -394,26 +361,11 @@ describe('one transaction', () => {
     // must not trip over the intermediate one.
     const db = tempDir(t).path('keygate.db');
     applyText(db, base());
-    const rotated = yaml`
-      version: 1
-      config:
-        groups:
-          - name: analysts
-            description: Read-only
-            allow:
-              - methods: [GET]
-                paths: ["/api/card/**"]
-        api-keys:
-          - name: CI bot (old key, until Friday)
-            group: analysts
-            key: ${BOT_KEY}
-          - name: Admin API key
-            group: admin
-            key: ${ADMIN_KEY}
-          - name: CI bot
-            group: analysts
-            key: ${NEW_KEY}
-    `;
+    const rotated = analystsWith([
+      { name: 'CI bot (old key, until Friday)', group: 'analysts', key: BOT_KEY },
+      { name: 'Admin API key', group: 'admin', key: ADMIN_KEY },
+      { name: 'CI bot', group: 'analysts', key: NEW_KEY },
+    ]);
     applyText(db, rotated);
     assert.equal(keyRow(db, 'CI bot (old key, until Friday)').digest, sha256(BOT_KEY));
     assert.equal(keyRow(db, 'CI bot').digest, sha256(NEW_KEY));

@@ -26,6 +26,38 @@ export function baseConfig(opts: { botGroup?: string } = {}): string {
   `;
 }
 
+export interface KeyEntry {
+  name: string;
+  group: string;
+  key: string;
+}
+
+/**
+ * baseConfig's analysts group (and, with `writers`, an empty "writers" group) with the given
+ * api-keys entries, in order: for tests that move keys between entries and groups.
+ */
+export function analystsWith(keys: readonly KeyEntry[], opts: { writers?: boolean } = {}): string {
+  const entries = keys.map((k) => `    - name: ${k.name}\n      group: ${k.group}\n      key: ${k.key}\n`).join('');
+  return (
+    'version: 1\nconfig:\n  groups:\n    - name: analysts\n      description: Read-only\n      allow:\n' +
+    '        - methods: [GET]\n          paths: ["/api/card/**"]\n' +
+    (opts.writers === true ? '    - name: writers\n' : '') +
+    `  api-keys:\n${entries}`
+  );
+}
+
+/** The clash case: creates the writers group and moves "CI bot" into it (both fine), then creates "Clash" with NEW_KEY. */
+export function clashConfig(): string {
+  return analystsWith(
+    [
+      { name: 'Admin API key', group: 'admin', key: ADMIN_KEY },
+      { name: 'CI bot', group: 'writers', key: BOT_KEY },
+      { name: 'Clash', group: 'writers', key: NEW_KEY },
+    ],
+    { writers: true },
+  );
+}
+
 /** baseConfig without the "CI bot" entry. */
 export function withoutBot(): string {
   return baseConfig().replace(/ {4}- name: CI bot\n.*\n.*\n/, '');
