@@ -392,6 +392,13 @@ async function smugglingShapes(t: TestContext, env: Env): Promise<void> {
     ['chunk size overflow', head(['Transfer-Encoding: chunked']) + `ffffffffffffffffff\r\nhello\r\n0\r\n\r\n${smuggled}`],
     ['bare LF line endings', `GET /api/card/1 HTTP/1.1\nHost: gateway.test\nx-api-key: ${READER_KEY}\nContent-Length: ${smuggled.length}\n\n${smuggled}`],
   ];
+
+  await t.test('two Host headers: 400 malformed_request, nothing reaches the upstream', async () => {
+    const r = await probe(env, 'two Host headers', `GET /api/card/1 HTTP/1.1\r\nHost: gateway.test\r\nHost: internal-admin.test\r\nx-api-key: ${READER_KEY}\r\nConnection: close\r\n\r\n`);
+    assert.deepEqual(r.answer.statuses, [400]);
+    assert.match(r.answer.text, /"error":\s*"malformed_request"/);
+    assert.deepEqual(r.seen, []);
+  });
   for (const [label, bytes] of shapes) {
     await t.test(label, async () => {
       const r = await probe(env, label, bytes, { timeoutMs: 700, responses: 2 });

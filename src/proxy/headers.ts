@@ -70,6 +70,8 @@ export interface RequestHead {
   /** Every `via` value, joined. */
   via: string | undefined;
   host: string | undefined;
+  /** More than one Host header: RFC 9112 §3.2 says answer 400, since the upstream might route on either. */
+  hostRepeated: boolean;
   xff: string | undefined;
   xfp: string | undefined;
   xfh: string | undefined;
@@ -97,6 +99,7 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
   let xfh: string | undefined;
   let connection: string | undefined;
   let hasBody = false;
+  let hostRepeated = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
@@ -107,7 +110,8 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
     }
     switch (lower) {
       case 'host':
-        host ??= value;
+        if (host === undefined) host = value;
+        else hostRepeated = true;
         break;
       case 'content-length':
         if (value !== '0') hasBody = true;
@@ -152,7 +156,7 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
     }
     forward.length = j;
   }
-  return { key, via, host, xff, xfp, xfh, hasBody, forward };
+  return { key, via, host, hostRepeated, xff, xfp, xfh, hasBody, forward };
 }
 
 /** Completes `head.forward` into the headers sent upstream: identity, `x-forwarded-*` (appended to for trusted peers) and `via`. */

@@ -178,6 +178,7 @@ export class ProxyServer {
     if (head.via !== undefined && head.via.includes(this.via)) {
       return { ok: false, status: 508, code: 'loop_detected', outcome: 'loop', principal: null };
     }
+    if (head.hostRepeated) return { ok: false, status: 400, code: 'malformed_request', outcome: 'bad_request', principal: null };
     const peer = req.socket.remoteAddress ?? '';
     const wait = this.throttle.retryAfterSeconds(peer, now);
     if (wait > 0) {
