@@ -613,16 +613,17 @@
     openModal(`Edit API key “${k.name}”`, form, opener, { focus: name });
   }
 
-  function confirmRegenerate(k, opener) {
+  /**
+   * A confirmation dialog for an action that cannot be undone: Cancel has the focus; `act()` runs
+   * on confirm, with the button disabled meanwhile; its error is shown in the dialog.
+   */
+  function confirmAction({ title, text, yesLabel, yesClass, act }, opener) {
     const err = formError();
-    const yes = h('button', { type: 'button', class: 'warn' }, 'Regenerate');
+    const yes = h('button', { type: 'button', class: yesClass }, yesLabel);
     yes.addEventListener('click', async () => {
       yes.disabled = true;
       try {
-        const r = await api('PUT', `/api/api-key/${k.id}/regenerate`);
-        const shown = revealKey(k.name, r.unmasked_key);
-        replaceModal('API key regenerated', shown.body, shown.focus);
-        void refresh();
+        await act();
       } catch (e2) {
         yes.disabled = false;
         if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
@@ -630,37 +631,43 @@
       }
     });
     const cancel = cancelButton();
-    openModal(
-      `Regenerate “${k.name}”?`,
-      h('div', {}, h('p', {}, 'A new key replaces ', h('code', {}, k.masked_key), '. Anything still using the current key is refused from the next request on.'), err, buttons(cancel, yes)),
+    openModal(title, h('div', {}, ...text, err, buttons(cancel, yes)), opener, { focus: cancel, danger: true });
+  }
+
+  function confirmRegenerate(k, opener) {
+    confirmAction(
+      {
+        title: `Regenerate “${k.name}”?`,
+        text: [h('p', {}, 'A new key replaces ', h('code', {}, k.masked_key), '. Anything still using the current key is refused from the next request on.')],
+        yesLabel: 'Regenerate',
+        yesClass: 'warn',
+        act: async () => {
+          const r = await api('PUT', `/api/api-key/${k.id}/regenerate`);
+          const shown = revealKey(k.name, r.unmasked_key);
+          replaceModal('API key regenerated', shown.body, shown.focus);
+          void refresh();
+        },
+      },
       opener,
-      { focus: cancel, danger: true },
     );
   }
 
   function deleteKey(k, opener) {
-    const err = formError();
-    const yes = h('button', { type: 'button', class: 'danger' }, 'Delete key');
-    yes.addEventListener('click', async () => {
-      yes.disabled = true;
-      try {
-        await api('DELETE', `/api/api-key/${k.id}`);
-        closeModal(false);
-        $('create-key').focus();
-        toast(`Deleted “${k.name}”.`);
-        void refresh();
-      } catch (e2) {
-        yes.disabled = false;
-        if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
-        err.textContent = e2.message;
-      }
-    });
-    const cancel = cancelButton();
-    openModal(
-      `Delete API key “${k.name}”?`,
-      h('div', {}, h('p', {}, 'The key ', h('strong', {}, k.name), ' (', h('code', {}, k.masked_key), ') is refused from the next request on. This cannot be undone.'), err, buttons(cancel, yes)),
+    confirmAction(
+      {
+        title: `Delete API key “${k.name}”?`,
+        text: [h('p', {}, 'The key ', h('strong', {}, k.name), ' (', h('code', {}, k.masked_key), ') is refused from the next request on. This cannot be undone.')],
+        yesLabel: 'Delete key',
+        yesClass: 'danger',
+        act: async () => {
+          await api('DELETE', `/api/api-key/${k.id}`);
+          closeModal(false);
+          $('create-key').focus();
+          toast(`Deleted “${k.name}”.`);
+          void refresh();
+        },
+      },
       opener,
-      { focus: cancel, danger: true },
     );
   }
 
@@ -691,36 +698,25 @@
   }
 
   function deleteGroup(g, opener) {
-    const err = formError();
-    const yes = h('button', { type: 'button', class: 'danger' }, 'Delete group');
-    yes.addEventListener('click', async () => {
-      yes.disabled = true;
-      try {
-        await api('DELETE', `/api/permissions/group/${g.id}`);
-        closeModal(false);
-        $('create-group').focus();
-        toast(`Deleted group “${g.name}”.`);
-        void refresh();
-      } catch (e2) {
-        yes.disabled = false;
-        if (e2 instanceof ApiError && (e2.status === 401 || e2.status === 403)) return failed(e2);
-        err.textContent = e2.message;
-      }
-    });
-    const cancel = cancelButton();
     const n = g.member_count;
-    openModal(
-      `Delete group “${g.name}”?`,
-      h(
-        'div',
-        {},
-        h('p', {}, `Its keys move to All Users (all-users) and keep working, under All Users' rules: ${n === 1 ? '1 key' : `${n} keys`}.`),
-        h('p', { class: 'hint' }, 'This cannot be undone.'),
-        err,
-        buttons(cancel, yes),
-      ),
+    confirmAction(
+      {
+        title: `Delete group “${g.name}”?`,
+        text: [
+          h('p', {}, `Its keys move to All Users (all-users) and keep working, under All Users' rules: ${n === 1 ? '1 key' : `${n} keys`}.`),
+          h('p', { class: 'hint' }, 'This cannot be undone.'),
+        ],
+        yesLabel: 'Delete group',
+        yesClass: 'danger',
+        act: async () => {
+          await api('DELETE', `/api/permissions/group/${g.id}`);
+          closeModal(false);
+          $('create-group').focus();
+          toast(`Deleted group “${g.name}”.`);
+          void refresh();
+        },
+      },
       opener,
-      { focus: cancel, danger: true },
     );
   }
 
