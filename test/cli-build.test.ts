@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -69,6 +69,30 @@ test('bin/keygate.js compiles src/ into build/<hash>/ on first run, reuses it, a
   const viaTsx = run(root, ['validate', '-c', 'config.yml'], { KEYGATE_NO_BUILD: '1' });
   assert.equal(viaTsx.code, 0, viaTsx.stderr);
   assert.equal(viaTsx.stdout, valid.stdout);
+});
+
+test('installed as a dependency, with esbuild hoisted to the project\'s node_modules, keygate still compiles and runs its build', (t) => {
+  // npm's usual layout: PROJECT/node_modules/keygate without a node_modules of its own, and its
+  // dependencies (esbuild among them) beside it in PROJECT/node_modules.
+  const project = tempDir(t).dir;
+  const modules = path.join(project, 'node_modules');
+  const pkg = path.join(modules, 'keygate');
+  mkdirSync(pkg, { recursive: true });
+  for (const part of ['bin', 'src', 'schemas', 'package.json']) cpSync(path.join(REPO, part), path.join(pkg, part), { recursive: true });
+  for (const dep of readdirSync(path.join(REPO, 'node_modules'))) {
+    if (!dep.startsWith('.')) symlinkSync(path.join(REPO, 'node_modules', dep), path.join(modules, dep));
+  }
+  writeFileSync(path.join(project, 'config.yml'), CONFIG(['a']));
+  const r = spawnSync(process.execPath, [path.join(pkg, 'bin', 'keygate.js'), 'validate', '-c', 'config.yml'], {
+    cwd: project,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', KEYGATE_DEBUG_BUILD: '1' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /valid \(1 key/);
+  assert.equal(r.stderr, '', 'it fell back to tsx');
+  assert.equal(builds(pkg).length, 1);
 });
 
 test('a running daemon keeps reloading with the code it started with, even after another command compiled changed sources', async (t) => {
