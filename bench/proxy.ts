@@ -37,18 +37,18 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { RESULTS, updateResults } from './results.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
 const SERVERS = path.join(HERE, 'proxy-servers');
-const RESULTS = path.join(HERE, 'RESULTS.md');
 const SECTION = 'Proxy';
 const REQ_PATH = '/api/card/1';
 const UPSTREAM_BODY = JSON.stringify({ id: 1, name: 'bench card', ok: true });
@@ -484,23 +484,6 @@ function machineInfo(): string[] {
   ];
 }
 
-function updateResults(section: string): void {
-  const heading = `## ${SECTION}`;
-  const old = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : '# keygate benchmarks\n\nResults of the scripts in `bench/`, one section per script.\n';
-  const lines = old.split('\n');
-  const start = lines.findIndex((l) => l.trim() === heading);
-  let next: string;
-  if (start === -1) {
-    next = `${old.replace(/\n*$/, '')}\n\n${section.trim()}\n`;
-  } else {
-    let end = lines.findIndex((l, i) => i > start && /^## /.test(l));
-    if (end === -1) end = lines.length;
-    const before = lines.slice(0, start).join('\n').replace(/\n*$/, '');
-    const after = lines.slice(end).join('\n').replace(/^\n*/, '');
-    next = `${before === '' ? '' : `${before}\n\n`}${section.trim()}\n${after === '' ? '' : `\n${after.replace(/\n*$/, '')}\n`}`;
-  }
-  writeFileSync(RESULTS, next);
-}
 
 const f0 = (n: number): string => Math.round(n).toLocaleString('en-US');
 const f2 = (n: number): string => (n >= 10 ? n.toFixed(1) : n.toFixed(2));

@@ -33,11 +33,11 @@ import { applyPlan } from '../src/reconcile/apply.ts';
 import { diff } from '../src/reconcile/diff.ts';
 import { openDatabase, type DB } from '../src/store/db.ts';
 import { readActual } from '../src/store/state.ts';
+import { RESULTS, updateResults } from './results.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
 const SCRIPT = fileURLToPath(import.meta.url);
-const RESULTS = path.join(HERE, 'RESULTS.md');
 const SECTION = 'Reconcile';
 
 v8.setFlagsFromString('--expose-gc');
@@ -504,23 +504,6 @@ function sqliteVersion(): string {
   }
 }
 
-function updateResults(section: string): void {
-  const heading = `## ${SECTION}`;
-  const old = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : '# keygate benchmarks\n\nResults of the scripts in `bench/`, one section per script.\n';
-  const lines = old.split('\n');
-  const start = lines.findIndex((l) => l.trim() === heading);
-  let next: string;
-  if (start === -1) {
-    next = `${old.replace(/\n*$/, '')}\n\n${section.trim()}\n`;
-  } else {
-    let end = lines.findIndex((l, i) => i > start && /^## /.test(l));
-    if (end === -1) end = lines.length;
-    const before = lines.slice(0, start).join('\n').replace(/\n*$/, '');
-    const after = lines.slice(end).join('\n').replace(/^\n*/, '');
-    next = `${before === '' ? '' : `${before}\n\n`}${section.trim()}\n${after === '' ? '' : `\n${after.replace(/\n*$/, '')}\n`}`;
-  }
-  writeFileSync(RESULTS, next);
-}
 
 // ---------------------------------------------------------------------------
 

@@ -11,15 +11,15 @@
  * (keygate_nodejs_eventloop_lag_max_seconds, reset at each scrape).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { updateResults } from './results.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(HERE, '../bin/keygate.js');
-const RESULTS = path.join(HERE, 'RESULTS.md');
 const { values: flags } = parseArgs({ options: { 'no-write': { type: 'boolean' } } });
 
 const keyOf = (i: number, gen = 0): string => `kg_bench_${gen}_${String(i).padStart(8, '0')}_padding_xyz`;
@@ -194,9 +194,7 @@ async function main(): Promise<void> {
     table,
     '',
   ].join('\n');
-  const old = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : '# keygate benchmarks\n';
-  const re = /## Reload\n[\s\S]*?(?=\n## |$)/;
-  writeFileSync(RESULTS, re.test(old) ? old.replace(re, section) : `${old.trimEnd()}\n\n${section}`);
+  updateResults(section);
 }
 
 await main();
