@@ -74,9 +74,9 @@ async function main(): Promise<void> {
     { id: 2, name: 'all-users', allow: null },
     { id: 3, name: 'analysts', allow: [{ methods: ['GET', 'HEAD'], paths: ['/api/card/**', '/api/dashboard/**'] }] },
   ];
-  const keys = [{ id: 42, name: 'bench key 0', digest, prefix: 'kg_benc' as string | null, groupId: 3, disabled: false, expiresAt: null, allow: null }];
+  const keys = [{ id: 42, name: 'bench key 0', digest, groupId: 3, disabled: false, expiresAt: null, allow: null }];
   for (let i = 0; i < 3000; i++) {
-    keys.push({ id: 100 + i, name: `k${i}`, digest: createHash('sha256').update(`x${i}`).digest('hex'), prefix: null, groupId: 2, disabled: false, expiresAt: null, allow: null });
+    keys.push({ id: 100 + i, name: `k${i}`, digest: createHash('sha256').update(`x${i}`).digest('hex'), groupId: 2, disabled: false, expiresAt: null, allow: null });
   }
   const snap = buildSnapshot(groups, keys);
 

@@ -39,7 +39,6 @@ export interface SnapshotKey {
   id: number;
   name: string;
   digest: string;
-  prefix: string | null;
   groupId: number;
   disabled: boolean;
   expiresAt: string | null;
