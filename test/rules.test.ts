@@ -3,7 +3,19 @@ import assert from 'node:assert/strict';
 import { normalizeTarget } from '../src/rules/path.ts';
 import { compileRules, patternProblem, rulesAllow } from '../src/rules/match.ts';
 import { FailedAuthThrottle } from '../src/proxy/throttle.ts';
-import { trustedProxyList, upstreamRequestHeaders, downstreamResponseHeaders, identityHeaders, isTrusted } from '../src/proxy/headers.ts';
+import {
+  downstreamResponseHeaders,
+  identityHeaders,
+  isTrusted,
+  readRequestHead,
+  trustedProxyList,
+  upstreamHeaders,
+  type HeaderOptions,
+} from '../src/proxy/headers.ts';
+
+/** What the proxy sends upstream for these raw client headers: both steps, as server.ts runs them. */
+const upstreamRequestHeaders = (raw: string[], identity: readonly string[], peer: string, trusted: boolean, opts: HeaderOptions): string[] =>
+  upstreamHeaders(readRequestHead(raw, opts), identity, peer, trusted, opts.via);
 
 const norm = (t: string): string | null => {
   const r = normalizeTarget(t);

@@ -40,7 +40,7 @@ export class Reloader {
 
   constructor(private readonly idleMs = WORKER_IDLE_MS) {}
 
-  /** Whether a worker thread is running now (for tests and /status). */
+  /** Whether a worker thread is running now. */
   get running(): boolean {
     return this.worker !== null;
   }

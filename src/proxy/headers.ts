@@ -171,17 +171,6 @@ export function upstreamHeaders(head: RequestHead, identity: readonly string[], 
   return out;
 }
 
-/** Both steps at once: the request headers sent upstream for `raw`. */
-export function upstreamRequestHeaders(
-  raw: readonly string[],
-  identity: readonly string[],
-  peer: string,
-  trusted: boolean,
-  opts: HeaderOptions,
-): string[] {
-  return upstreamHeaders(readRequestHead(raw, opts), identity, peer, trusted, opts.via);
-}
-
 /** Response headers from undici's raw list, hop-by-hop removed, `via` added; one pass unless Connection names other headers. */
 export function downstreamResponseHeaders(raw: readonly Buffer[], via: string): string[] {
   const out: string[] = [];

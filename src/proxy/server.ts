@@ -92,7 +92,7 @@ export class ProxyServer {
   private throttle: FailedAuthThrottle;
   private trusted;
   private readonly log: Logger;
-  /** One line per request, buffered and written once per event-loop turn. */
+  /** One line per request, buffered and written in batches (access-log.ts). */
   private readonly accessLog: AccessLog;
   private readonly sweepTimer: NodeJS.Timeout;
 
