@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'KG_ERR_DELETION_GUARD'
   | 'KG_ERR_APPLY_FAILED'
   | 'KG_ERR_DATABASE'
+  | 'KG_ERR_STORE_CONFLICT'
+  | 'KG_ERR_STORE_UNAVAILABLE'
   | 'KG_ERR_USAGE';
 
 export class KeygateError extends Error {
@@ -66,4 +68,16 @@ export class DeletionGuardError extends KeygateError {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** A write that would give a second row the same unique name or key digest. Nothing was written. */
+export class StoreConflictError extends KeygateError {
+  readonly kind: 'key' | 'group';
+  readonly field: 'name' | 'digest';
+  constructor(kind: 'key' | 'group', field: 'name' | 'digest', options?: { cause?: unknown }) {
+    super('KG_ERR_STORE_CONFLICT', `another ${kind} already has this ${field === 'digest' ? 'key' : field}`, options);
+    this.name = 'StoreConflictError';
+    this.kind = kind;
+    this.field = field;
+  }
 }

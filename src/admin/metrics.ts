@@ -70,6 +70,11 @@ export class Metrics implements ProxyMetrics {
     help: 'Number of the revision the database is at.',
     registers: [this.registry],
   });
+  readonly storeReachable = new Gauge({
+    name: 'keygate_store_reachable',
+    help: '1 while the database answers, 0 while it cannot be reached (the proxy keeps serving the last good keys).',
+    registers: [this.registry],
+  });
   readonly managementChanges = new Counter({
     name: 'keygate_management_changes_total',
     help: 'Changes made through the management API, by action.',
@@ -79,6 +84,7 @@ export class Metrics implements ProxyMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
+    this.storeReachable.set(1);
   }
 
   request(outcome: Outcome, status: number): void {

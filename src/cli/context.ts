@@ -1,7 +1,5 @@
-import { existsSync } from 'node:fs';
 import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import { locateConfig, locateDatabase } from '../config/locate.ts';
-import { openDatabase, type DB } from '../store/db.ts';
 import { str, type Parsed } from './args.ts';
 import { json, printDiagnostics, type Io } from './io.ts';
 
@@ -21,9 +19,4 @@ export function invalidJson(result: LoadResult): string {
 
 export function databasePath(p: Parsed, io: Io, configFile: string, fromConfig: string | null): string {
   return locateDatabase(str(p.values.db), fromConfig, configFile, io.env, io.cwd);
-}
-
-/** Opens the database for reading a plan: a missing file is planned against an empty one, without creating it. */
-export function openForPlan(file: string): DB {
-  return existsSync(file) ? openDatabase(file) : openDatabase(':memory:');
 }

@@ -2,13 +2,11 @@ import { stringify } from 'yaml';
 import { ALL_USERS_GROUP } from '../config/types.ts';
 import { KeygateError } from '../errors.ts';
 import { DEFAULT_KEY_PREFIX, generateKey, keyHashString, maskKey } from '../keys/material.ts';
-import { openDatabase } from '../store/db.ts';
-import { readGroups, readKeys } from '../store/state.ts';
+import { displayLocation, openStore } from '../store/open.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { locateConfig, locateDatabase } from '../config/locate.ts';
 import { COMMON, parse, str } from './args.ts';
 import { json, type Io } from './io.ts';
-import { existsSync } from 'node:fs';
 
 export const KEYS_HELP = `Usage:
   keygate keys generate [--prefix P] [--name N] [--group G]
@@ -27,7 +25,7 @@ export async function keysCommand(args: string[], io: Io): Promise<number> {
     case 'hash':
       return hash(rest, io);
     case 'list':
-      return list(rest, io);
+      return await list(rest, io);
     case undefined:
     case '--help':
     case '-h':
@@ -85,7 +83,7 @@ async function hash(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-function list(args: string[], io: Io): number {
+async function list(args: string[], io: Io): Promise<number> {
   const p = parse(args, COMMON, 'keys list');
   if (p.values.help === true) {
     io.out(KEYS_HELP);
@@ -99,11 +97,10 @@ function list(args: string[], io: Io): number {
     const loaded = loadConfigFile(configFile, { env: io.env });
     dbFile = locateDatabase(undefined, loaded.ok ? loaded.desired.settings.database : null, configFile, io.env, io.cwd);
   }
-  if (!existsSync(dbFile)) throw new KeygateError('KG_ERR_DATABASE', `${dbFile}: no database (run \`keygate apply\` first)`);
-  const db = openDatabase(dbFile, { readOnly: true });
+  const store = await openStore(dbFile, { readOnly: true });
   try {
-    const groups = new Map(readGroups(db).map((g) => [g.id, g.name]));
-    const rows = readKeys(db).map((k) => ({
+    const groups = new Map((await store.listGroups()).map((g) => [g.id, g.name]));
+    const rows = (await store.listKeys()).map((k) => ({
       id: k.id,
       name: k.name,
       masked_key: maskKey(k.prefix),
@@ -115,7 +112,7 @@ function list(args: string[], io: Io): number {
       expires_at: k.expiresAt,
     }));
     if (p.values.json === true) {
-      io.out(json({ database: dbFile, keys: rows }));
+      io.out(json({ database: displayLocation(dbFile), keys: rows }));
       return 0;
     }
     const table = [['NAME', 'KEY', 'GROUP', 'SOURCE', 'CREATED', 'LAST USED', 'EXPIRES']];
@@ -134,6 +131,6 @@ function list(args: string[], io: Io): number {
     io.out(table.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
     return 0;
   } finally {
-    db.close();
+    await store.close();
   }
 }

@@ -41,9 +41,9 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       case 'validate':
         return (await import('./validate.ts')).validateCommand(args, io);
       case 'plan':
-        return (await import('./plan.ts')).planCommand(args, io, 'plan');
+        return await (await import('./plan.ts')).planCommand(args, io, 'plan');
       case 'apply':
-        return (await import('./plan.ts')).planCommand(args, io, 'apply');
+        return await (await import('./plan.ts')).planCommand(args, io, 'apply');
       case 'keys':
         return await (await import('./keys.ts')).keysCommand(args, io);
       case 'schema':

@@ -1,8 +1,8 @@
 import { planJson, renderPlan } from '../reconcile/render.ts';
 import { reconcile } from '../reconcile/engine.ts';
-import { openDatabase } from '../store/db.ts';
+import { displayLocation, openStore } from '../store/open.ts';
 import { COMMON, parse } from './args.ts';
-import { databasePath, invalidJson, loadFromFlags, openForPlan } from './context.ts';
+import { databasePath, invalidJson, loadFromFlags } from './context.ts';
 import { json, type Io } from './io.ts';
 
 export const PLAN_HELP = `Usage: keygate plan [-c FILE] [--db FILE] [--json] [--allow-deletes]
@@ -21,7 +21,7 @@ Makes the database match the config file in one transaction, then exits
 Exit 0: applied, or nothing to do. Exit 1: error (nothing was changed).
 `;
 
-export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): number {
+export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): Promise<number> {
   const spec = { ...COMMON, 'allow-deletes': { type: 'boolean' as const } };
   const p = parse(args, spec, mode);
   if (p.values.help === true) {
@@ -35,10 +35,11 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
     return 1;
   }
   const desired = result.desired;
-  const dbFile = databasePath(p, io, file, desired.settings.database);
-  const db = mode === 'plan' ? openForPlan(dbFile) : openDatabase(dbFile);
+  const location = databasePath(p, io, file, desired.settings.database);
+  const dbFile = displayLocation(location);
+  const store = await openStore(location, mode === 'plan' ? { planOnly: true } : {});
   try {
-    const { plan, revision, guard } = reconcile(db, desired, {
+    const { plan, revision, guard } = await reconcile(store, desired, {
       apply: mode === 'apply',
       allowDeletes: p.values['allow-deletes'] === true,
     });
@@ -72,6 +73,6 @@ export function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): num
     if (mode === 'plan') return guard.refused ? 1 : plan.changes.length === 0 ? 0 : 2;
     return 0;
   } finally {
-    db.close();
+    await store.close();
   }
 }

@@ -45,7 +45,6 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
   }
   const file = locateConfig(str(p.values.config), io.env, io.cwd);
   const logger = rootLogger(io.env);
-  const { managementApi } = await import('../admin/management.ts');
   const daemon = new Daemon({
     configFile: file,
     dbFlag: str(p.values.db),
@@ -53,7 +52,6 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
     env: io.env,
     logger,
     out: io.out,
-    api: managementApi,
   });
   try {
     await daemon.start();

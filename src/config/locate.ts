@@ -25,7 +25,8 @@ export function locateConfig(
 
 /**
  * The database: --db, else $KEYGATE_DB, else keygate.database, else keygate.db;
- * relative paths are resolved against the config file's folder.
+ * relative paths are resolved against the config file's folder. A
+ * `postgres://` or `postgresql://` URL is returned as it is.
  */
 export function locateDatabase(
   flag: string | undefined,
@@ -35,9 +36,11 @@ export function locateDatabase(
   cwd: string = process.cwd(),
 ): string {
   const dir = path.dirname(configFile);
-  if (flag !== undefined) return path.resolve(cwd, flag);
+  const url = (v: string): boolean => /^postgres(ql)?:\/\//i.test(v);
+  if (flag !== undefined) return url(flag) ? flag : path.resolve(cwd, flag);
   const fromEnv = nonEmpty(env.KEYGATE_DB);
-  if (fromEnv !== undefined) return path.resolve(cwd, fromEnv);
+  if (fromEnv !== undefined) return url(fromEnv) ? fromEnv : path.resolve(cwd, fromEnv);
+  if (fromConfig !== null && url(fromConfig)) return fromConfig;
   return path.resolve(dir, fromConfig ?? 'keygate.db');
 }
 

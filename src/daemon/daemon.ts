@@ -4,18 +4,20 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import path from 'node:path';
 import type { Settings } from '../config/types.ts';
-import { ConfigInvalidError, KeygateError } from '../errors.ts';
-import { openDatabase, type DB } from '../store/db.ts';
-import { LastUsed } from '../store/last-used.ts';
-import { latestRevision, readStoreState, type RevisionRow, type StoreState } from '../store/state.ts';
-import { buildSnapshot, EMPTY_SNAPSHOT, type KeySnapshot } from '../proxy/snapshot.ts';
+import { ConfigInvalidError, KeygateError, type ErrorCode } from '../errors.ts';
+import { ControlClient } from '../control/client.ts';
+import type { ReconcileOutcome, StoreHealth } from '../control/protocol.ts';
 import { ProxyServer, type ProxyConfig } from '../proxy/server.ts';
-import { AdminServer, type ApiHandler } from '../admin/server.ts';
+import type { KeySnapshot } from '../proxy/snapshot.ts';
+import { AdminServer } from '../admin/server.ts';
+import { managementGateway } from '../admin/management.ts';
 import { Metrics } from '../admin/metrics.ts';
+import type { RevisionRow, StoreInfo } from '../store/types.ts';
 import { startDemoUpstream } from './demo-upstream.ts';
-import type { ReloadOutcome } from './reload.ts';
-import { Reloader } from './reloader.ts';
+import { ReloadMachine, type LastReload, type ReloadAction, type ReloadEvent } from './reload-machine.ts';
 import { ConfigWatcher } from './watch.ts';
+
+export type { LastReload } from './reload-machine.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -25,19 +27,12 @@ export interface DaemonOptions {
   logger: Logger;
   /** Human output (the demo hint), printed once. */
   out: (text: string) => void;
-  /** Builds the management API once the daemon's parts exist. */
-  api?: (daemon: Daemon) => ApiHandler;
+  /** How often the control plane looks for writes made by other processes (default 1000 ms). */
+  feedPollMs?: number;
 }
 
-export interface LastReload {
-  at: string;
-  result: 'success' | 'failure' | 'unchanged';
-  trigger: string;
-  error: string | null;
-  errors: string[];
-  /** SHA-256 of the file as read by this attempt (null when unreadable). */
-  sha256: string | null;
-}
+/** Longest a burst of file events may postpone a reload. */
+const MAX_WAIT_MS = 1000;
 
 export function splitHostPort(addr: string): { host: string; port: number } {
   const i = addr.lastIndexOf(':');
@@ -45,35 +40,35 @@ export function splitHostPort(addr: string): { host: string; port: number } {
   return { host: host === '' ? '0.0.0.0' : host, port: Number(addr.slice(i + 1)) };
 }
 
-/** `keygate serve`: apply, watch, proxy, admin. */
+/**
+ * `keygate serve`: the serving thread. It serves the proxy and the admin
+ * listener from the table the control plane keeps up to date, watches the
+ * config file and drives the reload machine, and batches key uses to the
+ * control plane. It never touches the store.
+ */
 export class Daemon {
   readonly metrics = new Metrics();
-  readonly lastUsed = new LastUsed();
   readonly log: Logger;
   /** The root logger, for other components' children. */
   readonly logger: Logger;
-  db!: DB;
-  dbFile = '';
   settings!: Settings;
-  private snapshot: KeySnapshot = EMPTY_SNAPSHOT;
-  /** What /status shows of the state; the rows themselves are not kept (the snapshot is). */
-  private counts = { keys: 0, config: 0, api: 0, groups: 0, firstConfigKey: null as string | null };
-  private appliedSha: string | null = null;
+  private control: ControlClient | null = null;
+  private machine: ReloadMachine | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private storeInfo: StoreInfo | null = null;
+  private storeHealth: StoreHealth = { reachable: true };
   private appliedAt: string | null = null;
   private revision: RevisionRow | null = null;
-  private lastReload: LastReload | null = null;
-  private lastLoggedError: string | null = null;
   private proxy: ProxyServer | null = null;
   private admin: AdminServer | null = null;
   private demo: Server | null = null;
-  private reloader: Reloader | null = null;
   private watcher: ConfigWatcher | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
-  private reloading: Promise<void> | null = null;
-  private reloadAgain: { force: boolean; trigger: string } | null = null;
+  /** Key uses since the last batch sent to the control plane (id → epoch ms). */
+  private uses = new Map<number, number>();
   private upstream: URL | null = null;
   private stopped = false;
-  private apiWrites = 0;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: DaemonOptions) {
     this.logger = opts.logger;
@@ -84,26 +79,28 @@ export class Daemon {
     return this.opts.configFile;
   }
 
-  currentSnapshot = (): KeySnapshot => this.snapshot;
+  currentSnapshot = (): KeySnapshot => this.control?.table.current() ?? { keys: new Map(), generation: 0 };
 
   /** Applies the config, then serves. Throws on an invalid config or a refused apply: nothing is served then. */
   async start(): Promise<void> {
     const file = this.opts.configFile;
-    // Even the first apply runs in the worker: a big file's parse never grows the serving thread's heap.
-    this.reloader = new Reloader();
-    const started = await this.reloader.start(file, this.opts.dbFlag, this.opts.env, process.cwd());
+    this.control = new ControlClient({
+      logger: this.opts.logger,
+      feedPollMs: this.opts.feedPollMs ?? 1000,
+      onStoreHealth: (h) => this.onStoreHealth(h),
+    });
+    // The first apply runs in the control plane too: a big file's parse never grows the serving thread's heap.
+    const started = await this.control.start({ file, dbFlag: this.opts.dbFlag, env: this.opts.env, cwd: process.cwd() });
     if (started.kind === 'invalid') throw new ConfigInvalidError(file, started.diagnostics);
-    if (started.kind !== 'started') throw new KeygateError('KG_ERR_APPLY_FAILED', started.kind === 'crashed' ? started.error : 'config could not be applied');
+    if (started.kind === 'failed') throw new KeygateError(knownCode(started.code), started.error);
     const first = started.outcome;
-    if (first.kind !== 'applied') {
-      throw new KeygateError(
-        first.kind === 'failed' && first.code === 'KG_ERR_DELETION_GUARD' ? 'KG_ERR_DELETION_GUARD' : 'KG_ERR_CONFIG_INVALID',
-        first.kind === 'failed' ? first.error : 'config could not be applied',
-      );
+    if (first === null || first.kind !== 'applied') {
+      throw new KeygateError('KG_ERR_CONFIG_INVALID', first?.kind === 'failed' ? first.error : 'config could not be applied');
     }
-    this.dbFile = started.dbFile;
-    this.db = openDatabase(this.dbFile);
+    this.storeInfo = started.store;
     this.settings = this.withOverrides(first.settings);
+    this.machine = new ReloadMachine({ debounceMs: this.settings.reloadDebounceMs, maxWaitMs: MAX_WAIT_MS });
+    this.machine.started(first.sha256, Date.now());
     this.accept(first, 'start');
 
     let upstream = this.settings.upstream;
@@ -118,43 +115,48 @@ export class Daemon {
       snapshot: this.currentSnapshot,
       logger: this.opts.logger,
       metrics: this.metrics,
-      touch: (id, now) => this.lastUsed.touch(id, now),
+      touch: (id, now) => this.uses.set(id, now),
     });
+    const control = this.control;
     this.admin = new AdminServer({
       metrics: this.metrics,
       logger: this.opts.logger,
-      ready: () => this.appliedSha !== null,
+      ready: () => this.machine?.appliedSha256 != null,
       status: () => this.status(),
-      ...(this.opts.api ? { api: this.opts.api(this) } : {}),
+      api: managementGateway({
+        snapshot: this.currentSnapshot,
+        keyHeader: () => this.settings.keyHeader,
+        failedAuthPerMinute: this.settings.failedAuthPerMinute,
+        metrics: this.metrics,
+        call: (a) => control.api(a),
+      }),
     });
     const listen = splitHostPort(this.settings.listen);
     const adminListen = splitHostPort(this.settings.adminListen);
     await this.proxy.listen(listen.host, listen.port);
     await this.admin.listen(adminListen.host, adminListen.port);
 
-    const dbBase = path.basename(this.dbFile);
+    const dbFile = this.storeInfo.kind === 'sqlite' ? this.storeInfo.location : null;
     this.watcher = new ConfigWatcher({
       file,
-      debounceMs: this.settings.reloadDebounceMs,
-      maxWaitMs: 1000,
-      ignorePrefixes: path.dirname(this.dbFile) === path.dirname(file) ? [dbBase] : [],
-      onChange: () => void this.reload(false, 'watch'),
+      ignorePrefixes: dbFile !== null && path.dirname(dbFile) === path.dirname(file) ? [path.basename(dbFile)] : [],
+      onChange: (trigger) => this.event({ type: 'changed', trigger }),
       logger: this.opts.logger,
     });
     await this.watcher.start();
     // An edit made between the first read and the watcher being ready is caught here (a no-op when unchanged).
-    void this.reload(false, 'watch-ready');
-    this.flushTimer = setInterval(() => this.flushLastUsed(), this.settings.lastUsedFlushMs);
+    this.event({ type: 'changed', trigger: 'watch-ready' });
+    this.flushTimer = setInterval(() => void this.flushLastUsed(), this.settings.lastUsedFlushMs);
 
     const p = this.proxy.address();
     const a = this.admin.address();
     this.log.info(
-      { listen: `${p.host}:${p.port}`, admin_listen: `${a.host}:${a.port}`, upstream: this.demo ? 'demo' : this.upstream.origin, config: file, database: this.dbFile },
+      { listen: `${p.host}:${p.port}`, admin_listen: `${a.host}:${a.port}`, upstream: this.demo ? 'demo' : this.upstream.origin, config: file, database: this.storeInfo.location },
       'keygate serving',
     );
     if (this.demo !== null) {
-      const first = this.counts.firstConfigKey;
-      const hint = first === null ? 'one of your keys' : `the key of "${first}" in ${path.basename(file)}`;
+      const name = this.control.table.someConfigKeyName();
+      const hint = name === null ? 'one of your keys' : `the key of "${name}" in ${path.basename(file)}`;
       this.opts.out(
         `keygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
           `  curl -H "x-api-key: $KEY" http://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
@@ -184,19 +186,79 @@ export class Daemon {
     };
   }
 
-  /** Takes an applied reload: swaps the snapshot in whole. */
-  private accept(o: Extract<ReloadOutcome, { kind: 'applied' }>, trigger: string): void {
-    this.setState(o.state);
-    this.appliedSha = o.sha256;
+  /** Feeds the reload machine one event and carries out what it asks. */
+  private event(e: ReloadEvent): void {
+    if (this.machine === null) return;
+    for (const a of this.machine.handle(e, Date.now())) this.act(a);
+    if (this.machine.idle) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private act(a: ReloadAction): void {
+    switch (a.type) {
+      case 'arm':
+        if (this.timer !== null) clearTimeout(this.timer);
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          this.event({ type: 'timer' });
+        }, Math.max(0, a.at - Date.now()));
+        return;
+      case 'disarm':
+        if (this.timer !== null) clearTimeout(this.timer);
+        this.timer = null;
+        return;
+      case 'hash':
+        // Streamed through SHA-256 in small reads: no control plane work for a touch or a resync that changed nothing.
+        void fileSha256(this.opts.configFile).then((sha256) => this.event({ type: 'hashed', sha256 }));
+        return;
+      case 'reconcile': {
+        const control = this.control;
+        if (control === null) return;
+        void control.reconcile({ skipIfSha256: a.skipIfSha256 }).then(
+          (outcome) => this.event({ type: 'reconciled', outcome }),
+          (err: unknown) =>
+            this.event({
+              type: 'reconciled',
+              outcome: { kind: 'failed', sha256: null, code: 'control_failed', error: (err as Error).message, errors: [], retryable: true },
+            }),
+        );
+        return;
+      }
+      case 'applied':
+        this.accept(a.outcome, a.trigger);
+        return;
+      case 'unchanged':
+        this.metrics.reload('unchanged');
+        if (a.recovered) this.metrics.lastReloadSuccess.set(1);
+        return;
+      case 'failed': {
+        const o = a.outcome;
+        this.metrics.reload('failure');
+        if (a.log) {
+          this.log.error(
+            { trigger: a.trigger, code: o.code, error: o.error, errors: o.errors.slice(0, 20), ...(a.retryAt !== null ? { retry_at: new Date(a.retryAt).toISOString() } : {}) },
+            'config reload failed: still serving the last good config',
+          );
+        }
+        return;
+      }
+    }
+  }
+
+  /** Takes an applied reconcile: status, metrics, and settings the serving side follows. */
+  private accept(o: Extract<ReconcileOutcome, { kind: 'applied' }>, trigger: string): void {
     this.appliedAt = new Date().toISOString();
     this.revision = o.revision;
-    this.lastReload = { at: this.appliedAt, result: 'success', trigger, error: null, errors: [], sha256: o.sha256 };
-    this.lastLoggedError = null;
     this.metrics.reload('success');
     if (o.revision !== null) this.metrics.revision.set(o.revision.number);
+    this.updateGauges();
     for (const w of o.warnings) this.log.warn({ warning: w }, 'config warning');
+    const counts = this.control?.table.counts();
     this.log.info(
-      { trigger, revision: o.revision?.number ?? null, sha256: o.sha256, ...o.summary, changes: o.changed.slice(0, 20) },
+      { trigger, revision: o.revision?.number ?? null, sha256: o.sha256, ...o.summary, config_keys: counts?.config ?? 0, changes: o.changed.slice(0, 20) },
       o.changed.length === 0 ? 'config applied: no changes' : 'config applied',
     );
     // A reload that finishes during shutdown changes no listener: the proxy may be closed already.
@@ -224,116 +286,60 @@ export class Daemon {
     }
   }
 
-  /** Replaces the proxy's view of keys and groups (after a reload or a management API change). */
-  setState(state: StoreState): void {
-    this.snapshot = buildSnapshot(state.groups, state.keys);
-    const api = state.keys.filter((k) => k.source === 'api').length;
-    this.counts = {
-      keys: state.keys.length,
-      config: state.keys.length - api,
-      api,
-      groups: state.groups.length,
-      firstConfigKey: state.keys.find((k) => k.source === 'config')?.name ?? null,
-    };
-    this.metrics.keys.labels('config').set(this.counts.config);
-    this.metrics.keys.labels('api').set(api);
-    this.metrics.groups.set(state.groups.length);
+  private updateGauges(): void {
+    const c = this.control?.table.counts();
+    if (c === undefined) return;
+    this.metrics.keys.labels('config').set(c.config);
+    this.metrics.keys.labels('api').set(c.api);
+    this.metrics.groups.set(c.groups);
   }
 
-  /**
-   * After a management API write: re-read keys and groups, so that the next
-   * request sees the change. A reload already under way read the database
-   * before this write; `apiWrites` tells `take` to re-read after it.
-   */
-  noteApiWrite(): void {
-    this.apiWrites++;
-    this.setState(readStoreState(this.db));
+  private onStoreHealth(h: StoreHealth): void {
+    this.storeHealth = h;
+    this.metrics.storeReachable.set(h.reachable ? 1 : 0);
   }
 
-  /** Reloads the config (off the serving thread); concurrent calls coalesce. */
+  /** Forces a reload (SIGHUP), or asks for one as a file event would; resolves once the daemon is idle again. */
   reload(force: boolean, trigger: string): Promise<void> {
-    if (this.stopped || this.reloader === null) return Promise.resolve();
-    if (this.reloading !== null) {
-      this.reloadAgain = { force: force || (this.reloadAgain?.force ?? false), trigger };
-      return this.reloading;
-    }
-    this.reloading = (async () => {
-      try {
-        await this.reloadLoop({ force, trigger });
-      } catch (err) {
-        // Never leave hot reload stuck behind a rejected promise: report it; the next event retries.
-        this.log.error({ err: { message: (err as Error).message } }, 'config reload failed unexpectedly');
-      } finally {
-        this.reloading = null;
-      }
-    })();
-    return this.reloading;
+    if (this.stopped || this.machine === null) return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.event(force ? { type: 'force', trigger } : { type: 'changed', trigger });
+    return done;
   }
 
-  private async reloadLoop(first: { force: boolean; trigger: string }): Promise<void> {
-    let next: { force: boolean; trigger: string } | null = first;
-    while (next !== null && !this.stopped && this.reloader !== null) {
-      this.reloadAgain = null;
-      const writesBefore = this.apiWrites;
-      const skipIf = next.force ? null : this.appliedSha;
-      // Unchanged bytes are told here, streaming the file through SHA-256 in small steps: no
-      // worker is started for an editor's touch or a ConfigMap resync that changed nothing.
-      const outcome: ReloadOutcome =
-        skipIf !== null && (await fileSha256(this.opts.configFile)) === skipIf
-          ? { kind: 'unchanged', sha256: skipIf }
-          : await this.reloader.run({ file: this.opts.configFile, skipIfSha256: skipIf, env: this.opts.env });
-      this.take(outcome, next.trigger);
-      if (outcome.kind === 'applied' && this.apiWrites !== writesBefore) this.setState(readStoreState(this.db));
-      next = this.reloadAgain;
-    }
-  }
-
-  private take(o: ReloadOutcome, trigger: string): void {
-    if (o.kind === 'applied') return this.accept(o, trigger);
-    const at = new Date().toISOString();
-    if (o.kind === 'unchanged') {
-      this.metrics.reload('unchanged');
-      // A file that came back to the applied bytes after a failure is in sync again.
-      if (this.lastReload?.result === 'failure') {
-        this.lastReload = { at, result: 'unchanged', trigger, error: null, errors: [], sha256: o.sha256 };
-        this.metrics.lastReloadSuccess.set(1);
-        // The incident is over: the same failure happening again is a new one, and is logged.
-        this.lastLoggedError = null;
-      }
-      return;
-    }
-    this.lastReload = { at, result: 'failure', trigger, error: o.error, errors: o.errors, sha256: o.sha256 };
-    this.metrics.reload('failure');
-    if (o.error !== this.lastLoggedError) {
-      this.lastLoggedError = o.error;
-      this.log.error({ trigger, code: o.code, error: o.error, errors: o.errors.slice(0, 20) }, 'config reload failed: still serving the last good config');
-    }
-  }
-
-  flushLastUsed(): void {
+  /** Sends the key uses seen since the last batch to the control plane, which writes them. */
+  async flushLastUsed(): Promise<void> {
+    if (this.uses.size === 0 || this.control === null) return;
+    const batch = [...this.uses];
+    this.uses = new Map();
     try {
-      this.lastUsed.flush(this.db);
+      await this.control.lastUsed(batch);
     } catch (err) {
+      for (const [id, ms] of batch) if ((this.uses.get(id) ?? 0) < ms) this.uses.set(id, ms);
       this.log.warn({ err: { message: (err as Error).message } }, 'last-used flush failed; will retry');
     }
   }
 
   status(): object {
-    const rev = this.revision ?? (this.db ? latestRevision(this.db) : null);
+    this.updateGauges();
+    const m = this.machine;
+    const c = this.control?.table.counts() ?? { keys: 0, config: 0, api: 0, groups: 0 };
+    const rev = this.revision;
     return {
       config_file: this.opts.configFile,
-      database: this.dbFile,
-      ready: this.appliedSha !== null,
+      database: this.storeInfo?.location ?? null,
+      store: { kind: this.storeInfo?.kind ?? null, reachable: this.storeHealth.reachable, error: this.storeHealth.reachable ? null : this.storeHealth.error },
+      ready: m?.appliedSha256 != null,
       applied: {
-        sha256: this.appliedSha,
+        sha256: m?.appliedSha256 ?? null,
         at: this.appliedAt,
         revision: rev?.number ?? null,
         revision_applied_at: rev?.appliedAt ?? null,
       },
-      file_in_sync: this.lastReload?.result !== 'failure',
-      last_reload: this.lastReload,
-      keys: { total: this.counts.keys, config: this.counts.config, api: this.counts.api },
-      groups: this.counts.groups,
+      file_in_sync: m?.fileInSync ?? true,
+      last_reload: m?.lastReload ?? null,
+      keys: { total: c.keys, config: c.config, api: c.api },
+      groups: c.groups,
       upstream: this.demo !== null ? 'demo' : (this.upstream?.origin ?? null),
     };
   }
@@ -343,24 +349,27 @@ export class Daemon {
     return { proxy: this.proxy.address(), admin: this.admin.address() };
   }
 
-  /** Graceful stop: stop accepting, let in-flight requests finish, flush, close. */
+  /** Graceful stop: stop accepting, let in-flight requests finish, flush key uses, close the store. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     const graceMs = this.settings?.shutdownGraceMs ?? 0;
     this.log.info({ grace_ms: graceMs }, 'shutting down');
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
+    this.event({ type: 'stop' });
     await this.watcher?.close();
     await Promise.all([this.proxy?.close(graceMs), this.admin?.close()]);
-    await this.reloading?.catch(() => undefined);
-    await this.reloader?.close();
-    if (this.db !== undefined) {
-      this.flushLastUsed();
-      this.db.close();
-    }
+    await this.flushLastUsed();
+    await this.control?.close();
     await new Promise<void>((resolve) => (this.demo === null ? resolve() : this.demo.close(() => resolve())));
     this.log.info('stopped');
   }
+}
+
+const KNOWN: readonly ErrorCode[] = ['KG_ERR_DELETION_GUARD', 'KG_ERR_APPLY_FAILED', 'KG_ERR_DATABASE', 'KG_ERR_STORE_UNAVAILABLE', 'KG_ERR_CONFIG_INVALID'];
+
+function knownCode(code: string): ErrorCode {
+  return (KNOWN as readonly string[]).includes(code) ? (code as ErrorCode) : 'KG_ERR_APPLY_FAILED';
 }
 
 function hostForUrl(host: string): string {

@@ -7,25 +7,24 @@ const POLL_MS = 2000;
 
 export interface WatchOptions {
   file: string;
-  debounceMs: number;
-  /** Longest a burst of events may postpone a reload. */
-  maxWaitMs: number;
   /** Basenames starting with one of these are ignored (the database and its -wal/-shm files). */
   ignorePrefixes: readonly string[];
-  onChange: () => void;
+  /** Something in the folder changed (`watch`), or the file's stat did (`poll`): every event, not debounced. */
+  onChange: (trigger: 'watch' | 'poll') => void;
   logger: Logger;
+  /** How often the file is stat'ed, for file systems that send no events (default 2000 ms). */
+  pollMs?: number;
 }
 
 /**
  * Watches the config file's folder rather than the file itself, so in-place
  * writes, rename-over saves, delete-and-recreate and Kubernetes' `..data`
- * symlink swaps are all seen. Events are debounced; what changed is decided by
- * the file's SHA-256 at reload time, not by the event.
+ * symlink swaps are all seen. It only reports events: the reload machine
+ * debounces them, and what changed is decided by the file's SHA-256 at reload
+ * time, not by the event.
  */
 export class ConfigWatcher {
   private watcher: FSWatcher | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private burstStart = 0;
   private poll: NodeJS.Timeout | null = null;
   private lastStat = '';
 
@@ -48,14 +47,14 @@ export class ConfigWatcher {
     const log = this.opts.logger.child({ component: 'watch' });
     this.watcher.on('all', (event, p) => {
       log.debug({ event, path: p }, 'config folder changed');
-      this.schedule();
+      this.opts.onChange('watch');
     });
     // chokidar throttles repeated change/unlink events on one path (a second edit within
     // 50 ms is dropped, not delayed); the raw fs.watch events are never dropped.
     this.watcher.on('raw', (_event, p) => {
       const base = path.basename(String(p ?? ''));
       if (base !== '' && this.opts.ignorePrefixes.some((prefix) => base.startsWith(prefix))) return;
-      this.schedule();
+      this.opts.onChange('watch');
     });
     this.watcher.on('error', (err) => log.warn({ err }, 'watch error'));
     // A safety net for events a file system never sends (network mounts, some container
@@ -65,9 +64,9 @@ export class ConfigWatcher {
       const key = this.statKey();
       if (key !== this.lastStat) {
         this.lastStat = key;
-        this.schedule();
+        this.opts.onChange('poll');
       }
-    }, POLL_MS);
+    }, this.opts.pollMs ?? POLL_MS);
     this.poll.unref();
     return new Promise((resolve) => this.watcher?.once('ready', () => resolve()));
   }
@@ -81,23 +80,8 @@ export class ConfigWatcher {
     }
   }
 
-  private schedule(): void {
-    const now = Date.now();
-    if (this.timer === null) this.burstStart = now;
-    else clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.opts.debounceMs, this.burstStart + this.opts.maxWaitMs - now));
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      // The reload reads what is there now: the poll only fires for what changes after this.
-      this.lastStat = this.statKey();
-      this.opts.onChange();
-    }, wait);
-  }
-
   async close(): Promise<void> {
     if (this.poll !== null) clearInterval(this.poll);
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
     await this.watcher?.close();
     this.watcher = null;
   }

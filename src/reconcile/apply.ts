@@ -1,116 +1,93 @@
 import { ALL_USERS_GROUP, BUILTIN_GROUPS, type DesiredState } from '../config/types.ts';
-import { KeygateError } from '../errors.ts';
-import type { DB } from '../store/db.ts';
-import { latestRevision, type RevisionRow } from '../store/state.ts';
-import type { Plan } from './diff.ts';
-
-const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+import { KeygateError, StoreConflictError } from '../errors.ts';
+import type { KeyReassignment, KeyUpdate, NewGroup, NewKey, RevisionRow, StoreTx } from '../store/types.ts';
+import type { KeyView, Plan } from './diff.ts';
 
 /**
- * Writes a plan in one transaction: all of it lands or none of it does.
- * Order: group creates/updates, key deletes, key creates/updates, group deletes.
- * Returns the new revision, or null for an empty plan (nothing is written).
+ * Writes a plan through a store transaction, handing each change to the
+ * store's per-kind writes. Order: group creates and updates, key deletes, key
+ * updates, keys moved off deleted groups, key creates, group deletes, then the
+ * revision. Returns the new revision, or null for an empty plan (nothing is
+ * written). The caller's transaction makes it all or nothing.
  */
-export function applyPlan(db: DB, desired: DesiredState, plan: Plan, now: Date = new Date()): RevisionRow | null {
+export async function applyPlan(tx: StoreTx, desired: DesiredState, plan: Plan, now: Date = new Date()): Promise<RevisionRow | null> {
   if (plan.changes.length === 0) return null;
   const at = now.toISOString();
   const groups = new Map(desired.groups.map((g) => [g.name, g]));
   const keys = new Map(desired.keys.map((k) => [k.name, k]));
+  const required = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`plan names ${what} that the config does not declare`);
+    return v;
+  };
 
-  const insertGroup = db.prepare(
-    `INSERT INTO groups (id, name, description, allow, source, builtin, created_at, updated_at)
-     VALUES (@id, @name, @description, @allow, 'config', 0, @at, @at)`,
-  );
-  const updateGroup = db.prepare(
-    `UPDATE groups SET description = @description, allow = @allow, source = 'config', updated_at = @at WHERE id = @id`,
-  );
-  const deleteGroup = db.prepare('DELETE FROM groups WHERE id = ?');
-  const groupId = db.prepare('SELECT id FROM groups WHERE name = ?').pluck();
-  const insertKey = db.prepare(
-    `INSERT INTO api_keys (id, name, digest, prefix, group_id, source, description, creator, expires_at, disabled, allow,
-                           created_at, updated_at, updated_by)
-     VALUES (@id, @name, @digest, @prefix, @groupId, 'config', @description, @creator, @expiresAt, @disabled, @allow,
-             @at, @at, 'config')`,
-  );
-  const updateKey = db.prepare(
-    `UPDATE api_keys SET digest = @digest, prefix = @prefix, group_id = @groupId, source = 'config',
-            description = @description, creator = @creator, expires_at = @expiresAt, disabled = @disabled,
-            allow = @allow, updated_at = @at, updated_by = 'config'
-     WHERE id = @id`,
-  );
-  const moveKey = db.prepare(`UPDATE api_keys SET group_id = ?, updated_at = ? WHERE id = ?`);
-  const deleteKey = db.prepare('DELETE FROM api_keys WHERE id = ?');
-  // 'x' is not a hex digit: a placeholder never equals a real digest.
-  const parkDigest = db.prepare(`UPDATE api_keys SET digest = 'x' || printf('%063d', id) WHERE id = ?`);
-  const insertRevision = db.prepare(
-    `INSERT INTO revisions (config_sha256, config_file, applied_at, created, updated, deleted)
-     VALUES (?, ?, ?, ?, ?, ?)`,
-  );
+  const groupCreates: NewGroup[] = [];
+  const groupUpdates: NewGroup[] = [];
+  const groupDeletes: number[] = [];
+  const keyCreates: NewKey[] = [];
+  const keyUpdates: KeyUpdate[] = [];
+  const keyMoves: KeyReassignment[] = [];
+  const keyDeletes: number[] = [];
+  const keyRows: Array<{ create: boolean; id: number; name: string }> = [];
 
-  const run = db.transaction(() => {
-    for (const c of plan.changes) {
-      if (c.kind !== 'group' || c.action === 'delete') continue;
-      const g = groups.get(c.name);
-      if (g === undefined) throw new Error(`plan names group "${c.name}" that the config does not declare`);
-      const row = { id: c.id, name: g.name, description: g.description, allow: json(g.allow), at };
-      if (c.action === 'create') insertGroup.run(row);
-      else updateGroup.run(row);
-    }
-    for (const c of plan.changes) {
-      if (c.kind === 'key' && c.action === 'delete') deleteKey.run(c.id);
-    }
-    // Key material may move between entries in one change (rotation, swaps): park the
-    // digests that change on unique placeholders first, so that UNIQUE(digest) holds throughout.
-    for (const c of plan.changes) {
-      if (c.kind === 'key' && c.action === 'update' && c.fields?.includes('key') === true) parkDigest.run(c.id);
-    }
-    for (const c of plan.changes) {
-      if (c.kind !== 'key' || c.action === 'delete') continue;
-      const k = keys.get(c.name);
-      if (k === undefined) {
-        // An api-owned key that moves off a deleted group.
-        moveKey.run(BUILTIN_GROUPS[ALL_USERS_GROUP].id, at, c.id);
-        continue;
+  for (const c of plan.changes) {
+    if (c.kind === 'group') {
+      if (c.action === 'delete') groupDeletes.push(c.id);
+      else {
+        const g = required(groups.get(c.name), `group "${c.name}"`);
+        (c.action === 'create' ? groupCreates : groupUpdates).push({ id: c.id, name: g.name, description: g.description, allow: g.allow, source: 'config', at });
       }
-      const gid = groupId.get(k.group) as number | undefined;
-      if (gid === undefined) throw new Error(`group "${k.group}" of key "${k.name}" does not exist`);
-      const row = {
-        id: c.id,
-        name: k.name,
-        digest: k.digest,
-        prefix: k.prefix,
-        groupId: gid,
-        description: k.description,
-        creator: k.creator,
-        expiresAt: k.expiresAt,
-        disabled: k.disabled ? 1 : 0,
-        allow: json(k.allow),
-        at,
-      };
-      if (c.action === 'create') insertKey.run(row);
-      else updateKey.run(row);
-    }
-    for (const c of plan.changes) {
-      if (c.kind === 'group' && c.action === 'delete') deleteGroup.run(c.id);
-    }
-    const s = plan.summary;
-    insertRevision.run(plan.configSha256, plan.configFile, at, s.create, s.update, s.delete);
-  });
-  try {
-    run.immediate();
-  } catch (err) {
-    throw new KeygateError('KG_ERR_APPLY_FAILED', `apply failed, nothing was changed: ${describeSqliteError(err, plan)}`, {
-      cause: err,
-    });
+    } else if (c.action === 'delete') keyDeletes.push(c.id);
+    else if (!keys.has(c.name)) {
+      // An api-owned key that moves off a deleted group, with the rules the plan gave it.
+      const after = c.after as KeyView;
+      keyMoves.push({ id: c.id, groupId: BUILTIN_GROUPS[ALL_USERS_GROUP].id, allow: after.allow, disabled: after.disabled, at, updatedBy: 'config' });
+    } else keyRows.push({ create: c.action === 'create', id: c.id, name: c.name });
   }
-  return latestRevision(db);
+
+  await tx.insertGroups(groupCreates);
+  await tx.updateGroups(groupUpdates);
+  const groupIds = new Map((await tx.listGroups()).map((g) => [g.name, g.id]));
+  for (const r of keyRows) {
+    const k = required(keys.get(r.name), `key "${r.name}"`);
+    const groupId = groupIds.get(k.group);
+    if (groupId === undefined) throw new Error(`group "${k.group}" of key "${k.name}" does not exist`);
+    const row: NewKey = {
+      id: r.id,
+      name: k.name,
+      digest: k.digest,
+      prefix: k.prefix,
+      groupId,
+      source: 'config',
+      description: k.description,
+      creator: k.creator,
+      expiresAt: k.expiresAt,
+      disabled: k.disabled,
+      allow: k.allow,
+      at,
+      updatedBy: 'config',
+    };
+    (r.create ? keyCreates : keyUpdates).push(row);
+  }
+
+  try {
+    await tx.deleteKeys(keyDeletes);
+    await tx.updateKeys(keyUpdates);
+    await tx.reassignKeys(keyMoves);
+    await tx.insertKeys(keyCreates);
+    await tx.deleteGroups(groupDeletes);
+    const s = plan.summary;
+    return await tx.recordRevision({ configSha256: plan.configSha256, configFile: plan.configFile, at, created: s.create, updated: s.update, deleted: s.delete });
+  } catch (err) {
+    if (err instanceof StoreConflictError) throw new KeygateError('KG_ERR_APPLY_FAILED', `apply failed, nothing was changed: ${describeConflict(err, plan)}`, { cause: err });
+    if (err instanceof KeygateError) throw err;
+    throw new KeygateError('KG_ERR_APPLY_FAILED', `apply failed, nothing was changed: ${(err as Error).message}`, { cause: err });
+  }
 }
 
-function describeSqliteError(err: unknown, plan: Plan): string {
-  const e = err as { code?: string; message?: string };
-  if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' && /api_keys\.digest/.test(e.message ?? '')) {
+function describeConflict(err: StoreConflictError, plan: Plan): string {
+  if (err.kind === 'key' && err.field === 'digest') {
     const names = plan.changes.filter((c) => c.kind === 'key' && c.action !== 'delete').map((c) => c.name);
     return `a key declared in the file is already used by another key in the database (one of: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}); every key must be unique`;
   }
-  return e.message ?? String(err);
+  return `a ${err.kind} name declared in the file is already taken in the database`;
 }

@@ -4,7 +4,7 @@
  */
 import { ALL_USERS_GROUP, type DesiredGroup, type DesiredKey, type DesiredState } from '../config/types.ts';
 import type { AllowRule } from '../rules/match.ts';
-import type { ActualState, GroupRow, KeyRow } from '../store/state.ts';
+import type { ActualState, GroupRow, KeyRow } from '../store/types.ts';
 
 export type Action = 'create' | 'update' | 'delete';
 export type Kind = 'group' | 'key';
@@ -50,6 +50,8 @@ export interface PlanSummary {
   unchanged: number;
   /** Config-owned keys deleted, for the deletion guard. */
   keysDeleted: number;
+  /** Api-owned keys moved off groups the file no longer declares; the deletion guard counts them too. */
+  keysMoved: number;
   /** Config-owned keys in the database before the change. */
   configKeys: number;
 }
@@ -178,21 +180,15 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
     });
   }
 
-  // Groups that the file no longer declares: their api keys move to all-users.
+  // Groups that the file no longer declares: their api keys move to all-users, as in
+  // Metabase, but never gain a route by it (see `reassignment`).
+  let keysMoved = 0;
   for (const row of actual.groups) {
     if (row.source !== 'config' || row.builtin || desiredGroups.has(row.name)) continue;
     for (const k of actual.keys) {
       if (k.groupId !== row.id || k.source !== 'api') continue;
-      changes.push({
-        action: 'update',
-        kind: 'key',
-        name: k.name,
-        id: k.id,
-        before: keyViewOfRow(k, row.name),
-        after: keyViewOfRow(k, ALL_USERS_GROUP),
-        fields: ['group'],
-        reason: `group "${row.name}" is deleted: the api-owned key moves to ${ALL_USERS_GROUP}`,
-      });
+      keysMoved++;
+      changes.push(reassignment(k, row));
     }
     changes.push({ action: 'delete', kind: 'group', name: row.name, id: row.id, before: groupView(row, row.source) });
   }
@@ -203,9 +199,52 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
     delete: changes.filter((c) => c.action === 'delete').length,
     unchanged,
     keysDeleted,
+    keysMoved,
     configKeys,
   };
   return { configFile: desired.file, configSha256: desired.sha256, changes, summary };
+}
+
+/**
+ * Where a key goes when its group is deleted, and with which rules, so that it
+ * never gains a route: it moves to all-users (Metabase's rule) and takes its
+ * old group's rules as its own `allow`, which can only narrow all-users'
+ * rules. A key may call a route when both its group and its own rules allow
+ * it, so it keeps the routes that both groups allow and gains none. A key that
+ * has rules of its own already (not possible through the management API
+ * today) cannot hold both lists, and is disabled instead: fail closed.
+ */
+export function reassignedKeyRules(
+  key: Pick<KeyRow, 'allow' | 'disabled'>,
+  lostGroup: Pick<GroupRow, 'allow'>,
+): { allow: readonly AllowRule[] | null; disabled: boolean } {
+  if (lostGroup.allow === null) return { allow: key.allow, disabled: key.disabled };
+  if (key.allow === null) return { allow: lostGroup.allow, disabled: key.disabled };
+  return { allow: key.allow, disabled: true };
+}
+
+function reassignment(k: KeyRow, lost: GroupRow): Change {
+  const next = reassignedKeyRules(k, lost);
+  const before = keyViewOfRow(k, lost.name);
+  const after: KeyView = { ...before, group: ALL_USERS_GROUP, allow: next.allow, disabled: next.disabled };
+  const fields = ['group'];
+  if (!sameJson(before.allow, after.allow)) fields.push('allow');
+  if (before.disabled !== after.disabled) fields.push('disabled');
+  const how = next.disabled && !k.disabled
+    ? 'is disabled: it has rules of its own and cannot keep both'
+    : fields.includes('allow')
+      ? `keeps the rules of "${lost.name}" as its own, so it gains no route`
+      : `gains no route (the group allowed every route)`;
+  return {
+    action: 'update',
+    kind: 'key',
+    name: k.name,
+    id: k.id,
+    before,
+    after,
+    fields,
+    reason: `group "${lost.name}" is deleted: the api-owned key moves to ${ALL_USERS_GROUP} and ${how}`,
+  };
 }
 
 /** The deletion guard's limit for a database with `configKeys` config-owned keys. */

@@ -1,7 +1,6 @@
 import type { DesiredState } from '../config/types.ts';
 import { DeletionGuardError } from '../errors.ts';
-import type { DB } from '../store/db.ts';
-import { readActual, type RevisionRow } from '../store/state.ts';
+import type { ActualState, RevisionRow, Store } from '../store/types.ts';
 import { applyPlan } from './apply.ts';
 import { deletionLimit, diff, type Plan } from './diff.ts';
 
@@ -14,7 +13,7 @@ export interface ReconcileOptions {
 }
 
 export interface GuardVerdict {
-  /** Config-owned keys the change deletes. */
+  /** Config-owned keys the change deletes, plus api-owned keys it moves off deleted groups. */
   deletes: number;
   limit: number;
   refused: boolean;
@@ -26,25 +25,27 @@ export interface ReconcileResult {
   guard: GuardVerdict;
 }
 
+function planChecked(desired: DesiredState, actual: ActualState, allowDeletes: boolean): { plan: Plan; guard: GuardVerdict } {
+  const plan = diff(desired, actual);
+  const limit = deletionLimit(plan.summary.configKeys, desired.settings.maxDeletes);
+  const deletes = plan.summary.keysDeleted + plan.summary.keysMoved;
+  return { plan, guard: { deletes, limit, refused: !allowDeletes && deletes > limit } };
+}
+
 /**
  * Plan and apply run the same engine; only apply writes. A plan that the
  * deletion guard would refuse is still returned by a plan (so that a reviewer
- * sees it), and refused by an apply.
+ * sees it), and refused by an apply. An apply reads, diffs and writes in one
+ * store transaction under the store's write lock, so two appliers (two
+ * replicas, or `keygate apply` beside a daemon) never interleave: the second
+ * finds nothing left to do.
  */
-export function reconcile(db: DB, desired: DesiredState, opts: ReconcileOptions): ReconcileResult {
-  const planChecked = (): { plan: Plan; guard: GuardVerdict } => {
-    const plan = diff(desired, readActual(db));
-    const limit = deletionLimit(plan.summary.configKeys, desired.settings.maxDeletes);
-    const refused = opts.allowDeletes !== true && plan.summary.keysDeleted > limit;
-    return { plan, guard: { deletes: plan.summary.keysDeleted, limit, refused } };
-  };
-  if (!opts.apply) return { ...planChecked(), revision: null };
-  // Read, diff and write under one write lock, so that two appliers never interleave.
-  return db
-    .transaction((): ReconcileResult => {
-      const { plan, guard } = planChecked();
-      if (guard.refused) throw new DeletionGuardError(guard.deletes, guard.limit, plan.summary.configKeys);
-      return { plan, guard, revision: applyPlan(db, desired, plan, opts.now) };
-    })
-    .immediate();
+export async function reconcile(store: Store, desired: DesiredState, opts: ReconcileOptions): Promise<ReconcileResult> {
+  const allowDeletes = opts.allowDeletes === true;
+  if (!opts.apply) return { ...planChecked(desired, await store.readActual(), allowDeletes), revision: null };
+  return store.write(async (tx) => {
+    const { plan, guard } = planChecked(desired, await tx.readActual(), allowDeletes);
+    if (guard.refused) throw new DeletionGuardError(guard.deletes, guard.limit, plan.summary.configKeys);
+    return { plan, guard, revision: await applyPlan(tx, desired, plan, opts.now) };
+  });
 }

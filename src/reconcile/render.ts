@@ -63,7 +63,7 @@ export function renderPlan(plan: Plan): string {
 
 /** The plan as a stable JSON document. */
 export function planJson(plan: Plan): object {
-  const { keysDeleted: _k, configKeys: _c, ...summary } = plan.summary;
+  const { keysDeleted: _k, keysMoved: _m, configKeys: _c, ...summary } = plan.summary;
   return {
     config_file: plan.configFile,
     config_sha256: plan.configSha256,
