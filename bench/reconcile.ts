@@ -31,8 +31,8 @@ import type { DesiredState, RawConfig } from '../src/config/types.ts';
 import { reconcile } from '../src/reconcile/engine.ts';
 import { applyPlan } from '../src/reconcile/apply.ts';
 import { diff } from '../src/reconcile/diff.ts';
-import { openDatabase, type DB } from '../src/store/db.ts';
-import { readActual } from '../src/store/state.ts';
+import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.ts';
+import Database from 'better-sqlite3';
 import { RESULTS, updateResults } from './results.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -122,16 +122,21 @@ const ms = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Runs `body` once unmeasured (warm-up) and `reps` times measured; `setup` runs before each, untimed. */
-async function measure<T>(reps: number, setup: () => T, body: (ctx: T) => void, teardown?: (ctx: T) => void): Promise<number[]> {
+async function measure<T>(
+  reps: number,
+  setup: () => T,
+  body: (ctx: T) => void | Promise<void>,
+  teardown?: (ctx: T) => void | Promise<void>,
+): Promise<number[]> {
   const samples: number[] = [];
   for (let r = -1; r < reps; r++) {
     await tick();
     const ctx = setup();
     gc();
     const t0 = performance.now();
-    body(ctx);
+    await body(ctx);
     const t = performance.now() - t0;
-    teardown?.(ctx);
+    await teardown?.(ctx);
     if (r >= 0) samples.push(t);
   }
   return samples;
@@ -144,14 +149,14 @@ function loadOk(file: string): DesiredState {
 }
 
 /** End to end, as `keygate apply` does it minus the output: load, open, reconcile, close. */
-function applyEndToEnd(file: string, dbFile: string): { changes: number } {
+async function applyEndToEnd(file: string, dbFile: string): Promise<{ changes: number }> {
   const desired = loadOk(file);
-  const db = openDatabase(dbFile);
+  const store = openSqliteStore(dbFile);
   try {
-    const { plan } = reconcile(db, desired, { apply: true });
+    const { plan } = await reconcile(store, desired, { apply: true });
     return { changes: plan.changes.length };
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -184,11 +189,11 @@ async function benchSize(n: number, reps: number, dir: string): Promise<{ stats:
       reps,
       () => {
         const f = newDb();
-        return { f, db: openDatabase(f) };
+        return { f, store: openSqliteStore(f) };
       },
-      ({ db }) => void reconcile(db, desired, { apply: false }),
-      ({ f, db }) => {
-        db.close();
+      async ({ store }) => void (await reconcile(store, desired, { apply: false })),
+      async ({ f, store }) => {
+        await store.close();
         dropDb(f);
       },
     ),
@@ -206,8 +211,8 @@ async function benchSize(n: number, reps: number, dir: string): Promise<{ stats:
         lastDb = newDb();
         return lastDb;
       },
-      (f) => {
-        const r = applyEndToEnd(file, f);
+      async (f) => {
+        const r = await applyEndToEnd(file, f);
         if (r.changes !== n + GROUPS.length) throw new Error(`first apply: ${r.changes} changes, expected ${n + GROUPS.length}`);
       },
     ),
@@ -222,8 +227,8 @@ async function benchSize(n: number, reps: number, dir: string): Promise<{ stats:
     await measure(
       reps,
       () => null,
-      () => {
-        const r = applyEndToEnd(file, appliedDb);
+      async () => {
+        const r = await applyEndToEnd(file, appliedDb);
         if (r.changes !== 0) throw new Error(`no-op re-apply: ${r.changes} changes`);
       },
     ),
@@ -258,8 +263,8 @@ async function benchSize(n: number, reps: number, dir: string): Promise<{ stats:
         copyFileSync(template, f);
         return f;
       },
-      (f) => {
-        const r = applyEndToEnd(editedFile, f);
+      async (f) => {
+        const r = await applyEndToEnd(editedFile, f);
         if (r.changes !== expected) throw new Error(`1% edit: ${r.changes} changes, expected ${expected}`);
       },
       (f) => dropDb(f),
@@ -298,6 +303,12 @@ async function phaseBreakdown(
       local.set(label, (local.get(label) ?? 0) + performance.now() - t0);
       return v;
     };
+    const ta = async <T>(label: string, f: () => Promise<T>): Promise<T> => {
+      const t0 = performance.now();
+      const v = await f();
+      local.set(label, (local.get(label) ?? 0) + performance.now() - t0);
+      return v;
+    };
     gc();
     // The load steps, one by one, as loadConfigBytes runs them.
     const bytes = t('load: readFile', () => readFileSync(file));
@@ -329,24 +340,26 @@ async function phaseBreakdown(
     // The engine: first apply into a fresh file.
     const f = newDb();
     gc();
-    const db: DB = t('apply: openDatabase (create + migrate)', () => openDatabase(f));
-    db.transaction(() => {
-      const actual = t('apply: readActual (empty db)', () => readActual(db));
-      const plan = t('apply: diff', () => diff(desired, actual));
-      t('apply: applyPlan (INSERTs + commit)', () => applyPlan(db, desired, plan));
-    }).immediate();
-    t('apply: db.close (WAL checkpoint)', () => db.close());
+    const store: SqliteStore = t('apply: openSqliteStore (create + migrate)', () => openSqliteStore(f));
+    await t('apply: read, diff and write in one transaction', () =>
+      store.write(async (tx) => {
+        const actual = await ta('apply: readActual (empty db)', () => tx.readActual());
+        const plan = t('apply: diff', () => diff(desired, actual));
+        await ta('apply: applyPlan (INSERTs)', () => applyPlan(tx, desired, plan));
+      }),
+    );
+    await ta('apply: close (WAL checkpoint)', () => store.close());
     dropDb(f);
 
     // The engine: no-op re-apply on the applied database.
     gc();
-    const db2: DB = t('no-op: openDatabase (existing)', () => openDatabase(appliedDb));
-    db2.transaction(() => {
-      const actual = t('no-op: readActual (SELECT + JSON.parse allow)', () => readActual(db2));
+    const store2: SqliteStore = t('no-op: openSqliteStore (existing)', () => openSqliteStore(appliedDb));
+    await store2.write(async (tx) => {
+      const actual = await ta('no-op: readActual (SELECT + JSON.parse allow)', () => tx.readActual());
       const plan = t('no-op: diff', () => diff(desired, actual));
       if (plan.changes.length !== 0) throw new Error('no-op plan has changes');
-    }).immediate();
-    t('no-op: db.close', () => db2.close());
+    });
+    await ta('no-op: close', () => store2.close());
     if (keep) for (const [label, v] of local) rec(label, v);
   }
   return [...phases].map(([label, samples]) => ({ label, n, samples }));
@@ -413,9 +426,9 @@ async function rssChild(file: string, mode: 'load' | 'apply', dbFile: string): P
   const desired = loadOk(file);
   const peakHeap = process.memoryUsage().heapUsed;
   if (mode === 'apply') {
-    const db = openDatabase(dbFile);
-    reconcile(db, desired, { apply: true });
-    db.close();
+    const store = openSqliteStore(dbFile);
+    await reconcile(store, desired, { apply: true });
+    await store.close();
   }
   gc();
   gc();
@@ -496,7 +509,7 @@ function machine(): string {
 }
 
 function sqliteVersion(): string {
-  const db = openDatabase(':memory:');
+  const db = new Database(':memory:');
   try {
     return String(db.prepare('select sqlite_version()').pluck().get());
   } finally {
@@ -578,7 +591,7 @@ async function main(): Promise<void> {
       '',
       'Generated files: half literal `key:`, half `key_hash:`, 5 custom groups with allow rules,',
       'every 20th key with its own `allow`, every 4th with `expires_at`. Warm, in one process: one',
-      'unmeasured warm-up run, then the runs counted; each end-to-end step is load + openDatabase +',
+      'unmeasured warm-up run, then the runs counted; each end-to-end step is load + openSqliteStore +',
       '`reconcile` + close. Design §6: 10,000 keys ≤ 1 s end to end; unchanged file ≤ 50 ms; ≤ 150 MB RSS at 100,000 keys.',
       '',
       table(stats, true),

@@ -10,7 +10,7 @@ const NOW = Date.parse('2026-06-01T00:00:00Z');
 function snapshotWith(overrides: Partial<SnapshotKey> = {}) {
   return buildSnapshot(
     [{ id: 3, name: 'readers', allow: null }],
-    [{ id: 9, name: 'reader', digest: digestKey(KEY), groupId: 3, disabled: false, expiresAt: null, allow: null, ...overrides }],
+    [{ id: 9, name: 'reader', digest: digestKey(KEY), groupId: 3, disabled: false, expiresAt: null, allow: null, source: 'config', ...overrides }],
   );
 }
 

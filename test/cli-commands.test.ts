@@ -167,7 +167,7 @@ describe('keys', () => {
 
   test('list shows keys masked, with group and source, as text and as --json', async (t) => {
     const c = tempConfig(t, baseConfig());
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     insertApiKey(c.db, { name: 'Made in the UI', key: NEW_KEY, group: 'analysts' });
 
     const [text, json] = await Promise.all([

@@ -65,7 +65,7 @@ describe('plan and apply', () => {
 
   test('shows an edited key group as ~ update, and apply makes it so', async (t) => {
     const c = tempConfig(t, baseConfig());
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     c.rewrite(baseConfig({ botGroup: 'admin' }));
 
     const plan = await kg(c.dir, 'plan');
@@ -80,7 +80,7 @@ describe('plan and apply', () => {
 
   test('shows a removed key as - delete, and apply deletes it', async (t) => {
     const c = tempConfig(t, baseConfig());
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     c.rewrite(withoutBot());
 
     const plan = await kg(c.dir, 'plan');
@@ -94,7 +94,7 @@ describe('plan and apply', () => {
 
   test('plan says adopt for an api-owned key that the file now declares', async (t) => {
     const c = tempConfig(t, baseConfig());
-    applyText(c.db, withoutBot());
+    await applyText(c.db, withoutBot());
     insertApiKey(c.db, { name: 'CI bot', key: BOT_KEY, group: 'analysts' });
 
     const plan = await kg(c.dir, 'plan');
@@ -107,7 +107,7 @@ describe('plan and apply', () => {
 
   test('plan lists the api-owned keys that move to all-users when their group goes', async (t) => {
     const c = tempConfig(t, withoutAnalysts());
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     insertApiKey(c.db, { name: 'Made in the UI', key: NEW_KEY, group: 'analysts' });
 
     const plan = await kg(c.dir, 'plan');
@@ -115,7 +115,8 @@ describe('plan and apply', () => {
     const out = lines(plan.stdout);
     assert.ok(
       out.includes(
-        '~ update key "Made in the UI": group "analysts" → "all-users" (group "analysts" is deleted: the api-owned key moves to all-users)',
+        '~ update key "Made in the UI": group "analysts" → "all-users"; allow none → [{"methods":["GET"],"paths":["/api/card/**"]}] ' +
+          '(group "analysts" is deleted: the api-owned key moves to all-users and keeps the rules of "analysts" as its own, so it gains no route)',
       ),
       plan.stdout,
     );
@@ -124,7 +125,7 @@ describe('plan and apply', () => {
 
   test('leaves an api-owned key in place through apply', async (t) => {
     const c = tempConfig(t, baseConfig({ botGroup: 'admin' }));
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     insertApiKey(c.db, { name: 'Made in the UI', key: NEW_KEY, group: 'analysts' });
     const before = keyRow(c.db, 'Made in the UI');
 
@@ -139,7 +140,7 @@ describe('failed applies change nothing', () => {
   test('the deletion guard refuses with exit 1 and a clear message; --allow-deletes passes', async (t) => {
     const names = range(12);
     const c = tempConfig(t, manyKeys(names.slice(0, 1)));
-    applyText(c.db, manyKeys(names));
+    await applyText(c.db, manyKeys(names));
     const bytes = readFileSync(c.db);
     const rows = tables(c.db);
 
@@ -167,7 +168,7 @@ describe('failed applies change nothing', () => {
     // api-owned key already holds.
     const clash = clashConfig();
     const c = tempConfig(t, clash);
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     insertApiKey(c.db, { name: 'Legacy', key: NEW_KEY });
     const bytes = readFileSync(c.db);
     const rows = tables(c.db);
@@ -214,7 +215,7 @@ describe('failed applies change nothing', () => {
 describe('--json', () => {
   test('plan --json is one parseable document with the changes and a summary, keys masked', async (t) => {
     const c = tempConfig(t, baseConfig({ botGroup: 'admin' }));
-    applyText(c.db, withoutBot());
+    await applyText(c.db, withoutBot());
 
     const r = await kg(c.dir, 'plan', '--json');
     assert.equal(r.code, 2, shown(r));
@@ -237,7 +238,7 @@ describe('--json', () => {
 
   test('plan --json of an unchanged database has no changes and exits 0', async (t) => {
     const c = tempConfig(t, baseConfig());
-    applyText(c.db, baseConfig());
+    await applyText(c.db, baseConfig());
     const r = await kg(c.dir, 'plan', '--json');
     assert.equal(r.code, 0, shown(r));
     const doc = parseJson(r) as { changes: unknown[]; summary: Record<string, number> };

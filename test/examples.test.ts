@@ -45,7 +45,7 @@ test('Metabase\'s example config file validates and applies unchanged', async (t
   assert.ok(readFileSync(METABASE_EXAMPLE).equals(before), 'the example file is left as it was');
 });
 
-test('Metabase\'s example config file names API_KEY_FROM_ENV when it is not set', () => {
+test('Metabase\'s example config file names API_KEY_FROM_ENV when it is not set', async () => {
   const r = loadConfigFile(METABASE_EXAMPLE, { env: {}, displayName: 'metabase-config-file.yml' });
   assert.equal(r.ok, false);
   assert.deepEqual(
@@ -54,7 +54,7 @@ test('Metabase\'s example config file names API_KEY_FROM_ENV when it is not set'
   );
 });
 
-test('config.example.yml validates without warnings and applies', (t) => {
+test('config.example.yml validates without warnings and applies', async (t) => {
   const r = loadConfigFile(KEYGATE_EXAMPLE, { env: {} });
   if (!r.ok) assert.fail(r.errors.map(formatDiagnostic).join('\n'));
   assert.deepEqual(r.warnings, []);
@@ -69,6 +69,6 @@ test('config.example.yml validates without warnings and applies', (t) => {
     { methods: ['GET', 'HEAD'], paths: ['/api/card/**', '/api/dashboard/**'] },
   ]);
   const db = tempDir(t).path('keygate.db');
-  const { revision } = reconcileInto(db, r.desired, { apply: true });
+  const { revision } = await reconcileInto(db, r.desired, { apply: true });
   assert.equal(revision?.created, 3);
 });

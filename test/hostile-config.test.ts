@@ -12,10 +12,11 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { loadConfigBytes, type LoadResult } from '../src/config/load.ts';
-import { runReload } from '../src/daemon/reload.ts';
+import Database from 'better-sqlite3';
+import { reconcileFile } from '../src/control/reconcile-file.ts';
 import { formatDiagnostic, type Diagnostic } from '../src/errors.ts';
 import { reconcile } from '../src/reconcile/engine.ts';
-import { openDatabase, type DB } from '../src/store/db.ts';
+import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.ts';
 import { runCli } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -270,6 +271,22 @@ test('mutated files never crash the loader, and every error points at a line and
 
 type Snapshot = Record<string, unknown[]>;
 
+type DB = Database.Database;
+
+/** keygate's store on a fresh database file, and a plain connection to look at its rows. */
+function openBoth(file: string): { store: SqliteStore; db: DB; close: () => Promise<void> } {
+  const store = openSqliteStore(file);
+  const db = new Database(file);
+  return {
+    store,
+    db,
+    close: async () => {
+      db.close();
+      await store.close();
+    },
+  };
+}
+
 function snapshot(db: DB): Snapshot {
   return {
     groups: db.prepare('SELECT * FROM groups ORDER BY id').all(),
@@ -278,25 +295,26 @@ function snapshot(db: DB): Snapshot {
   };
 }
 
-test('a mutated file is applied whole or not at all: an invalid one changes nothing', (t) => {
+test('a mutated file is applied whole or not at all: an invalid one changes nothing', async (t) => {
   const tmp = tempDir(t);
   const file = tmp.path('config.yml');
   const base = loadBytes(Buffer.from(BASE));
   assert.ok(base.ok);
   let invalid = 0;
   let applied = 0;
-  fc.assert(
-    fc.property(mutated, ({ bytes }) => {
-      const db = openDatabase(':memory:');
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(mutated, async ({ bytes }) => {
+      const { store, db, close } = openBoth(tmp.path(`run-${run++}.db`));
       try {
-        reconcile(db, base.desired, { apply: true });
+        await reconcile(store, base.desired, { apply: true });
         // An api-owned key beside the config's, which no reconcile may touch.
         db.prepare(
           `INSERT INTO api_keys (id, name, digest, prefix, group_id, source, created_at, updated_at) VALUES (777777, 'api key', ?, 'kg_api_', 1, 'api', 'x', 'x')`,
         ).run(createHash('sha256').update('kg_api_owned_key_0123456789').digest('hex'));
         const before = snapshot(db);
         writeFileSync(file, bytes);
-        const outcome = runReload(db, { file, skipIfSha256: null, env: ENV });
+        const { outcome } = await reconcileFile(store, { file, skipIfSha256: null, env: ENV });
         const after = snapshot(db);
         if (outcome.kind !== 'applied') {
           invalid++;
@@ -315,7 +333,7 @@ test('a mutated file is applied whole or not at all: an invalid one changes noth
         assert.equal(db.prepare(`SELECT count(*) FROM api_keys WHERE id = 777777`).pluck().get(), 1);
         assert.ok((after.revisions?.length ?? 0) - (before.revisions?.length ?? 0) <= 1);
       } finally {
-        db.close();
+        await close();
       }
     }),
     { numRuns: 100, ...seedParams() },
@@ -323,13 +341,13 @@ test('a mutated file is applied whole or not at all: an invalid one changes noth
   t.diagnostic(`100 mutated files: ${invalid} refused with the database unchanged, ${applied} applied whole`);
 });
 
-test('a change that fails inside the transaction leaves the database exactly as it was', (t) => {
+test('a change that fails inside the transaction leaves the database exactly as it was', async (t) => {
   const tmp = tempDir(t);
-  const db = openDatabase(tmp.path('keygate.db'));
-  t.after(() => db.close());
+  const { store, db, close } = openBoth(tmp.path('keygate.db'));
+  t.after(close);
   const base = loadBytes(Buffer.from(BASE));
   assert.ok(base.ok);
-  reconcile(db, base.desired, { apply: true });
+  await reconcile(store, base.desired, { apply: true });
   // An api-owned key holds the digest that the file's new entry wants: the UNIQUE
   // constraint fails half-way through the writes, after groups and other keys were written.
   const clash = 'kg_clashing_key_material_0123456789';
@@ -342,7 +360,7 @@ test('a change that fails inside the transaction leaves the database exactly as 
     `      key: mb_fuzzAdminKeyRotated0123\n    - name: New entry\n      group: brand-new-group\n      key: ${clash}\n`,
   );
   const file = tmp.write('config.yml', changed);
-  const outcome = runReload(db, { file, skipIfSha256: null, env: ENV });
+  const { outcome } = await reconcileFile(store, { file, skipIfSha256: null, env: ENV });
   assert.equal(outcome.kind, 'failed');
   assert.deepEqual(snapshot(db), before, 'a failed apply left part of its writes behind');
   assert.ok(!JSON.stringify(outcome).includes(clash), 'the failure names the clashing key material');

@@ -13,8 +13,11 @@ import path from 'node:path';
 import { tempDir, type TempDir } from './helpers/tmp.ts';
 import { eventually, sleep, startServe, startUpstream, type Served } from './helpers/serve.ts';
 
-/** How long a change may take to be enforced (the design target is 1 s). */
-const ENFORCE_WITHIN_MS = 3000;
+/**
+ * How long to wait for a change to be enforced before calling it lost: a hang
+ * guard only, never a speed bar (bench/reload.ts measures how fast it is).
+ */
+const HANG_GUARD_MS = 30_000;
 /** High enough that polling with refused keys never trips the failed-auth throttle. */
 const NO_THROTTLE = 1_000_000;
 
@@ -222,23 +225,20 @@ async function statuses(kg: Served, keys: readonly string[], urlPath = '/api/x')
   return parts.join(' ');
 }
 
-/** Polls until every `admitted` key gets 200 and every `refused` key 401; returns how long that took. */
-async function assertEnforced(kg: Served, admitted: readonly string[], refused: readonly string[], what: string, urlPath = '/api/x'): Promise<number> {
-  const start = Date.now();
+/** Polls until every `admitted` key gets 200 and every `refused` key 401. */
+async function assertEnforced(kg: Served, admitted: readonly string[], refused: readonly string[], what: string, urlPath = '/api/x'): Promise<void> {
   const ok = await eventually(async () => {
     for (const k of admitted) if ((await get(kg.proxy, urlPath, k)).status !== 200) return false;
     for (const k of refused) if ((await get(kg.proxy, urlPath, k)).status !== 401) return false;
     return true;
-  }, ENFORCE_WITHIN_MS);
-  const took = Date.now() - start;
+  }, HANG_GUARD_MS);
   if (!ok) {
     const s = await status(kg);
     assert.fail(
-      `${what}: not enforced within ${ENFORCE_WITHIN_MS} ms\nadmitted should be 200: ${await statuses(kg, admitted, urlPath)}\n` +
+      `${what}: never enforced\nadmitted should be 200: ${await statuses(kg, admitted, urlPath)}\n` +
         `refused should be 401: ${await statuses(kg, refused, urlPath)}\n/status: ${JSON.stringify(s)}`,
     );
   }
-  return took;
 }
 
 /** Checks, right now, that `admitted` keys get 200 and `refused` ones 401. */
@@ -253,7 +253,7 @@ async function waitApplied(kg: Served, text: string | Buffer, what: string): Pro
   const ok = await eventually(async () => {
     last = await status(kg);
     return last.applied.sha256 === sha(text);
-  }, ENFORCE_WITHIN_MS);
+  }, HANG_GUARD_MS);
   assert.ok(ok, `${what}: /status never showed the file applied: ${JSON.stringify(last)}`);
   return last as unknown as Status;
 }
@@ -265,7 +265,7 @@ async function waitFailure(kg: Served, fileSha: string | null, error: RegExp, wh
     last = await status(kg);
     const r = last.last_reload;
     return r !== null && r.result === 'failure' && r.sha256 === fileSha && error.test(r.error ?? '');
-  }, ENFORCE_WITHIN_MS);
+  }, HANG_GUARD_MS);
   assert.ok(ok, `${what}: /status never showed the failed reload (want error ${error}): ${JSON.stringify(last)}`);
   return last as unknown as Status;
 }
@@ -293,19 +293,15 @@ test('every way the config file changes on disk is seen and enforced', async (t)
   let text = render(up.url, current, settings);
   writeFileSync(file, text);
   const kg = await startServe(t, file, { args: ['--db', tmp.path('keygate.db')] });
-  const took: Record<string, number> = {};
 
-  /** Adds key `step-n`, removes the oldest step key, writes the file with `how`, and checks both within the bound. */
+  /** Adds key `step-n`, removes the oldest step key, writes the file with `how`, and waits until both are enforced. */
   const step = async (n: number, how: (file: string, text: string) => void, what: string): Promise<void> => {
-    // Apart from the previous edit, so that each case tests its own kind of change
-    // (quick successions have a test of their own).
-    await sleep(120);
     const added = { name: `step-${n}`, key: keyFor(`watch step ${n}`) };
     const removed = current[1] as KeySpec;
     current = [base, ...current.slice(2), added];
     text = render(up.url, current, settings);
     how(file, text);
-    took[what] = await assertEnforced(kg, [base.key, added.key as string], [removed.key as string], what);
+    await assertEnforced(kg, [base.key, added.key as string], [removed.key as string], what);
     assert.equal((await waitApplied(kg, text, what)).file_in_sync, true);
   };
 
@@ -339,75 +335,55 @@ test('every way the config file changes on disk is seen and enforced', async (t)
 
   await t.test('a file deleted after start keeps the last good keys, and is applied when it appears again', async () => {
     const before = current.map((k) => k.key as string);
-    // Well apart from the previous delete: a delete within 100 ms of another is
-    // the subject of 'a deletion soon after a delete-and-recreate…' below.
-    await sleep(300);
     unlinkSync(file);
     const s = await waitFailure(kg, null, /not found|deleted/i, 'file deleted');
     assert.equal(s.file_in_sync, false);
-    await sleep(200);
     await assertState(kg, before, [], 'while the file is missing');
     await step(4, (f, text) => writeFileSync(f, text), 'file appears again');
   });
 
-  await t.test('with a small reload_debounce_ms, an edit made 25 ms after another is applied', async () => {
-    // Five pairs of quick edits: the second of each pair must be what is served.
-    const missed: string[] = [];
+  await t.test('of two edits written back to back, the second is what is served', async () => {
+    // Five pairs: however the two writes fall around a reload, the last one wins.
     for (let pair = 0; pair < 5; pair++) {
       const first = { name: `quick-${pair}-a`, key: keyFor(`watch quick ${pair} a`) };
       const second = { name: `quick-${pair}-b`, key: keyFor(`watch quick ${pair} b`) };
       writeInPlace(file, render(up.url, [base, first], settings));
-      await sleep(25);
       current = [base, second];
       text = render(up.url, current, settings);
       writeInPlace(file, text);
-      const ok = await eventually(async () => (await get(kg.proxy, '/api/x', second.key)).status === 200, ENFORCE_WITHIN_MS);
-      if (!ok) {
-        const s = await status(kg);
-        missed.push(`pair ${pair}: /status file_in_sync=${String(s.file_in_sync)} while applied.sha256 ${s.applied.sha256 === sha(text) ? 'equals' : 'differs from'} the file's`);
-        // Unstick the daemon for the next tests: any later event makes it read the file again.
-        writeFileSync(tmp.path('poke.txt'), String(pair));
-        await eventually(async () => (await get(kg.proxy, '/api/x', second.key)).status === 200);
-        break;
-      }
-      await sleep(150);
+      await assertEnforced(kg, [base.key, second.key], [first.key], `quick pair ${pair}`);
+      await waitApplied(kg, text, `quick pair ${pair}`);
     }
-    assert.deepEqual(missed, [], `the second edit was never applied (still serving the first after ${ENFORCE_WITHIN_MS} ms)`);
-    await waitApplied(kg, text, 'quick edits');
   });
 
-  await t.test('a deletion soon after a delete-and-recreate is still seen and reported', async () => {
-    // The second delete comes some 30-60 ms after the first: as soon as the re-created file is applied.
-    const missed: number[] = [];
+  await t.test('a deletion right after a delete-and-recreate is still seen and reported', async () => {
+    // The second delete comes as soon as the re-created file is applied.
     for (let round = 0; round < 3; round++) {
-      await sleep(200);
       const added = { name: `recreated-${round}`, key: keyFor(`watch recreated ${round}`) };
       current = [base, added];
       text = render(up.url, current, settings);
       unlinkSync(file);
-      await sleep(10);
       writeFileSync(file, text);
       await waitApplied(kg, text, `re-created ${round}`);
       unlinkSync(file);
-      const seen = await eventually(async () => {
-        const r = (await status(kg)).last_reload;
-        return r !== null && r.result === 'failure' && /not found|deleted/i.test(r.error ?? '');
-      }, ENFORCE_WITHIN_MS);
-      if (!seen) missed.push(round);
+      await waitFailure(kg, null, /not found|deleted/i, `deleted again in round ${round}`);
       await assertState(kg, [base.key, added.key], [], `deleted again ${round}`);
       writeFileSync(file, text);
-      await eventually(async () => (await status(kg)).file_in_sync && (await status(kg)).last_reload?.result !== 'failure');
-      if (!seen) break;
+      assert.ok(
+        await eventually(async () => {
+          const s = await status(kg);
+          return s.file_in_sync && s.last_reload?.result !== 'failure';
+        }, HANG_GUARD_MS),
+        `round ${round}: the restored file was never seen`,
+      );
     }
-    assert.deepEqual(missed, [], `deletions in rounds ${missed.join(', ')} never showed on /status (file_in_sync stayed true with the file gone)`);
   });
 
   await t.test('rewriting identical bytes is skipped: no revision, counted as unchanged', async () => {
-    await sleep(100);
     const s0 = await status(kg);
     const c0 = await reloadCounts(kg);
     writeInPlace(file, text);
-    assert.ok(await eventually(async () => (await reloadCounts(kg)).unchanged > c0.unchanged), 'the identical rewrite was not seen as unchanged');
+    assert.ok(await eventually(async () => (await reloadCounts(kg)).unchanged > c0.unchanged, HANG_GUARD_MS), 'the identical rewrite was not seen as unchanged');
     const s1 = await status(kg);
     const c1 = await reloadCounts(kg);
     assert.equal(c1.success, c0.success, 'an identical file was applied again');
@@ -434,31 +410,29 @@ test('every way the config file changes on disk is seen and enforced', async (t)
     writeFileSync(real, text);
     const link = tmp.path('.config-link');
     symlinkSync(real, link);
+    const c0 = await reloadCounts(kg);
     renameSync(link, file);
-    await sleep(150);
+    // The swap itself is seen (same bytes: unchanged).
+    assert.ok(await eventually(async () => (await reloadCounts(kg)).unchanged > c0.unchanged, HANG_GUARD_MS), 'the symlink swap was not seen');
     const added = { name: 'step-hup', key: keyFor('watch step hup') };
     const removed = current[1] as KeySpec;
     current = [base, ...current.slice(2), added];
     text = render(up.url, current, settings);
     writeInPlace(real, text);
-    await sleep(300);
-    const seenByWatch = (await status(kg)).applied.sha256 === sha(text);
-    t.diagnostic(`the edit outside the folder was ${seenByWatch ? '' : 'not '}seen by the watch before SIGHUP`);
     const at0 = (await status(kg)).last_reload?.at;
     kg.child.kill('SIGHUP');
-    took.SIGHUP = await assertEnforced(kg, [base.key, added.key], [removed.key as string], 'SIGHUP');
+    await assertEnforced(kg, [base.key, added.key], [removed.key as string], 'SIGHUP');
     assert.ok(
       await eventually(async () => {
         const r = (await status(kg)).last_reload;
         return r !== null && r.trigger === 'SIGHUP' && r.result === 'success' && r.at !== at0;
-      }),
+      }, HANG_GUARD_MS),
       `/status does not show the SIGHUP reload: ${JSON.stringify(await status(kg))}`,
     );
     assert.equal(kg.child.exitCode, null, 'SIGHUP stopped the daemon');
   });
 
   await t.test('stops cleanly and never printed a key', async () => {
-    t.diagnostic(`enforced after (ms): ${JSON.stringify(took)}`);
     assert.equal(await kg.stop(), 0);
     assertNoSecrets(kg.stdout() + kg.stderr(), 'serve output');
   });
@@ -497,8 +471,7 @@ test('a Kubernetes ConfigMap ..data symlink swap is seen, with the default debou
   await t.test('a swap of ..data admits the new key and refuses the removed one', async () => {
     const text = render(up.url, [{ name: 'a', key: a }, { name: 'c', key: c }]);
     publish(text);
-    const ms = await assertEnforced(kg, [a, c], [b], 'first ..data swap');
-    t.diagnostic(`enforced after ${ms} ms`);
+    await assertEnforced(kg, [a, c], [b], 'first ..data swap');
     await waitApplied(kg, text, 'first ..data swap');
   });
 
@@ -571,21 +544,23 @@ test('a reload that fails changes nothing, is reported, and the next valid file 
     assert.equal(c1.lastSuccess, 0, `${what}: keygate_last_reload_success`);
 
     await assertState(kg, keepWorking, [newKey.key as string], what);
-    await sleep(150);
-    await assertState(kg, keepWorking, [newKey.key as string], `${what} (a moment later)`);
 
-    // More events and a SIGHUP: the same failure again, not logged again.
-    assert.ok(await eventually(() => logLines(kg, RELOAD_FAILED).length > logs0), `${what}: the failure was not logged`);
+    // More events and a SIGHUP, each waited for: the same failure again, not logged again.
+    assert.ok(await eventually(() => logLines(kg, RELOAD_FAILED).length > logs0, HANG_GUARD_MS), `${what}: the failure was not logged`);
+    const attempts = async (more: number, why: string): Promise<void> => {
+      const want = (await reloadCounts(kg)).failure + more;
+      assert.ok(
+        await eventually(async () => (await reloadCounts(kg)).failure >= want, HANG_GUARD_MS),
+        `${what}: ${why} caused no reload attempt (${JSON.stringify(await reloadCounts(kg))})`,
+      );
+    };
     writeFileSync(noise, `${what}\n`);
-    await sleep(150);
+    await attempts(1, 'an event in the folder');
     kg.child.kill('SIGHUP');
-    await sleep(150);
+    await attempts(1, 'SIGHUP');
     writeFileSync(noise, `${what} again\n`);
-    assert.ok(
-      await eventually(async () => (await reloadCounts(kg)).failure >= c1.failure + 3),
-      `${what}: the extra events did not cause reload attempts (${JSON.stringify(await reloadCounts(kg))})`,
-    );
-    await sleep(150);
+    await attempts(1, 'another event');
+    await assertState(kg, keepWorking, [newKey.key as string], `${what} (after more attempts)`);
     const lines = logLines(kg, RELOAD_FAILED).slice(logs0);
     assert.equal(lines.length, 1, `${what}: logged ${lines.length} times, want once:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
     assertNoSecrets(JSON.stringify(lines), `${what}: the log line`);
@@ -620,25 +595,6 @@ test('a reload that fails changes nothing, is reported, and the next valid file 
     assert.equal(s.file_in_sync, true);
     assert.equal(s.last_reload?.result, 'success');
     assert.equal((await reloadCounts(kg)).lastSuccess, 1);
-  });
-
-  await t.test('with the default debounce, a burst of writes makes far fewer reloads than writes', async () => {
-    const c0 = await reloadCounts(kg);
-    const burst = { name: 'burst', key: keyFor('burst key') };
-    for (let i = 0; i < 10; i++) {
-      writeInPlace(file, `${good()}# burst ${i}\n`);
-      await sleep(20);
-    }
-    extra = [...extra, burst];
-    text = good();
-    writeInPlace(file, text);
-    await assertEnforced(kg, [...working()], [], 'burst');
-    await waitApplied(kg, text, 'burst');
-    await sleep(300);
-    const c1 = await reloadCounts(kg);
-    const attempts = c1.success + c1.failure + c1.unchanged - (c0.success + c0.failure + c0.unchanged);
-    t.diagnostic(`11 writes 20 ms apart made ${attempts} reload attempts`);
-    assert.ok(attempts >= 1 && attempts <= 4, `11 writes 20 ms apart made ${attempts} reload attempts`);
   });
 
   await t.test('a YAML syntax error keeps the last good keys', async () => {
@@ -773,7 +729,7 @@ test('a reload that fails changes nothing, is reported, and the next valid file 
     const logs0 = logLines(kg, RELOAD_FAILED).length;
     unlinkSync(file);
     await waitFailure(kg, null, /not found|deleted/i, 'deleted again');
-    const logged = await eventually(() => logLines(kg, RELOAD_FAILED).length > logs0, 1000);
+    const logged = await eventually(() => logLines(kg, RELOAD_FAILED).length > logs0, HANG_GUARD_MS);
     writeFileSync(file, text);
     await eventually(async () => (await status(kg)).file_in_sync);
     assert.ok(logged, 'a second, separate deletion of the file was never logged (it was the same error as the previous incident)');
@@ -799,32 +755,41 @@ test('revocation is immediate, expiry needs no reload, and a storm of edits neve
   const soon = { name: 'soon', key: keyFor('storm soon'), expires: '' };
 
   await t.test('a key whose expires_at passes while serving stops working at that time, without a reload', async () => {
-    const expiresAtMs = Date.now() + 2000;
+    // Far enough ahead that the file is applied before it (a hang guard: a 2-key file takes milliseconds).
+    const expiresAtMs = Date.now() + 8000;
     soon.expires = new Date(expiresAtMs).toISOString();
     const withSoon = render(up.url, [stayer, soon], settings);
     writeInPlace(file, withSoon);
     await waitApplied(kg, withSoon, 'expiring key added');
-    assert.ok(Date.now() < expiresAtMs - 300, 'the reload took too long for this test');
-    assert.equal((await get(kg.proxy, '/api/x', soon.key)).status, 200, 'the key is refused before its expiry');
     const s0 = await status(kg);
     const c0 = await reloadCounts(kg);
-    let lastOk = 0;
-    let firstRefused = 0;
-    while (Date.now() < expiresAtMs + 1500) {
-      const sent = Date.now();
-      const r = await get(kg.proxy, '/api/x', soon.key);
-      if (r.status === 200) lastOk = sent;
-      else {
-        assert.equal(r.status, 401, r.text);
-        assert.equal((JSON.parse(r.text) as { error: string }).error, 'invalid_api_key');
-        firstRefused = sent;
-        break;
-      }
-      await sleep(10);
+    // Every answer is set against when it was asked: answered before expires_at must be
+    // 200, asked at or after it must be 401; in between, either (the check ran at some moment then).
+    const answers: Array<{ sent: number; answered: number; status: number; error: string | null }> = [];
+    assert.ok(
+      await eventually(
+        async () => {
+          const sent = Date.now();
+          const r = await get(kg.proxy, '/api/x', soon.key);
+          const error = r.status === 200 ? null : (JSON.parse(r.text) as { error: string }).error;
+          answers.push({ sent, answered: Date.now(), status: r.status, error });
+          return r.status !== 200;
+        },
+        HANG_GUARD_MS,
+        10,
+      ),
+      'the key was never refused after its expires_at',
+    );
+    assert.ok(
+      answers.some((a) => a.answered < expiresAtMs && a.status === 200),
+      `no request was answered before expires_at (the file took longer than 8 s to apply): ${JSON.stringify(answers.slice(0, 3))}`,
+    );
+    for (const a of answers) {
+      if (a.answered < expiresAtMs) assert.equal(a.status, 200, `a request answered ${expiresAtMs - a.answered} ms before expires_at was refused`);
+      if (a.sent >= expiresAtMs) assert.deepEqual([a.status, a.error], [401, 'invalid_api_key'], `a request sent ${a.sent - expiresAtMs} ms after expires_at`);
     }
-    assert.ok(firstRefused > 0, 'the key still works 1.5 s after its expiry');
-    assert.ok(lastOk < expiresAtMs, `a request sent ${lastOk - expiresAtMs} ms after expires_at was admitted`);
-    assert.ok(firstRefused - expiresAtMs < 1000, `refused only ${firstRefused - expiresAtMs} ms after expires_at`);
+    const last = answers.at(-1);
+    assert.deepEqual([last?.status, last?.error], [401, 'invalid_api_key']);
     assert.equal((await get(kg.proxy, '/api/x', stayer.key)).status, 200);
     const s1 = await status(kg);
     const c1 = await reloadCounts(kg);
@@ -857,21 +822,23 @@ test('revocation is immediate, expiry needs no reload, and a storm of edits neve
     let appliedSeenAt = 0;
     let next: number[] = [];
     try {
-      await sleep(50);
+      assert.ok(await eventually(() => log.length >= 3, HANG_GUARD_MS), 'the clients sent nothing');
       const v2 = render(up.url, [stayer, { ...victims.disabled, disabled: true }, { ...victims.expired, expires: '2020-01-01T00:00:00Z' }], settings);
       writeInPlace(file, v2);
-      const deadline = Date.now() + ENFORCE_WITHIN_MS;
-      while (Date.now() < deadline) {
-        const s = await status(kg);
-        if (s.applied.sha256 === sha(v2)) {
+      await eventually(
+        async () => {
+          if ((await status(kg)).applied.sha256 !== sha(v2)) return false;
           appliedSeenAt = Date.now();
-          break;
-        }
-        await sleep(2);
-      }
+          return true;
+        },
+        HANG_GUARD_MS,
+        2,
+      );
       // The very next request with each key, from a fresh connection.
       next = await Promise.all(Object.values(victims).map(async (v) => (await get(kg.proxy, '/api/x', v.key)).status));
-      await sleep(100);
+      // And every hammer gets some more answers on its kept-alive connections.
+      const sentAfter = (): number => new Set(log.filter((e) => e.sent > appliedSeenAt).map((e) => e.key)).size;
+      await eventually(() => appliedSeenAt > 0 && sentAfter() === 3, HANG_GUARD_MS);
     } finally {
       run = false;
       await Promise.allSettled(hammers);
@@ -945,20 +912,20 @@ test('revocation is immediate, expiry needs no reload, and a storm of edits neve
     };
     const clients = [1, 2, 3, 4, 5, 6].map((s) => client(s));
     const final = version(VERSIONS);
-    let editsTook = 0;
     let finalApplied = false;
     try {
-      await sleep(50);
-      const started = Date.now();
+      assert.ok(await eventually(() => seen.length > 0, HANG_GUARD_MS), 'the clients sent nothing');
       for (let i = 1; i <= VERSIONS; i++) {
         const text = version(i);
         if (i % 2 === 0) writeInPlace(file, text);
         else writeRenameOver(file, text);
+        // Paced like a busy tool, so that edits land before, during and after reloads.
         await sleep(5 + (i % 4) * 5);
       }
-      editsTook = Date.now() - started;
-      finalApplied = await eventually(async () => (await status(kg)).applied.sha256 === sha(final), ENFORCE_WITHIN_MS);
-      await sleep(100);
+      const sentBefore = seen.length;
+      finalApplied = await eventually(async () => (await status(kg)).applied.sha256 === sha(final), HANG_GUARD_MS);
+      // Traffic goes on a little after the last version is in place.
+      await eventually(() => seen.length >= Math.max(200, sentBefore + 50), HANG_GUARD_MS);
     } finally {
       run = false;
       await Promise.allSettled(clients);
@@ -966,7 +933,7 @@ test('revocation is immediate, expiry needs no reload, and a storm of edits neve
 
     const c1 = await reloadCounts(kg);
     t.diagnostic(
-      `${VERSIONS} edits in ${editsTook} ms; ${seen.length} requests; reloads: ${c1.success - c0.success} applied, ` +
+      `${VERSIONS} edits; ${seen.length} requests; reloads: ${c1.success - c0.success} applied, ` +
         `${c1.failure - c0.failure} failed, ${c1.unchanged - c0.unchanged} unchanged`,
     );
     assert.ok(seen.length >= 200, `only ${seen.length} requests were sent during the storm`);
@@ -994,7 +961,7 @@ test('revocation is immediate, expiry needs no reload, and a storm of edits neve
       writeFileSync(tmp.path('poke.txt'), 'poke');
       const afterPoke = await eventually(async () => (await status(kg)).applied.sha256 === sha(final));
       assert.fail(
-        `the final version was not applied within ${ENFORCE_WITHIN_MS} ms (file_in_sync=${String(stuck.file_in_sync)}, ` +
+        `the final version was never applied (file_in_sync=${String(stuck.file_in_sync)}, ` +
           `last_reload=${JSON.stringify(stuck.last_reload)}); after an unrelated event in the folder it ${afterPoke ? 'was' : 'still was not'}: ` +
           'the watch lost the last change event',
       );

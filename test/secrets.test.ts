@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { openDatabase } from '../src/store/db.ts';
+import { openSqliteStore } from '../src/store/sqlite.ts';
 import { formatDiagnostic, load, sha256, yaml } from './helpers/config.ts';
 import { runCli, shown, type CliResult } from './helpers/cli.ts';
 import { databaseFiles } from './helpers/db.ts';
@@ -52,7 +52,7 @@ describe('keys never leave as plaintext', () => {
 
     // A connection held open keeps the -wal file from being folded back and
     // removed when each CLI run closes, so its bytes can be searched too.
-    openDatabase(c.db).close();
+    await openSqliteStore(c.db).close();
     const holder = new Database(c.db);
     t.after(() => holder.close());
     holder.prepare('SELECT count(*) FROM groups').get();

@@ -12,15 +12,14 @@
  * It runs in a worker thread (worker.ts); nothing here depends on that, so
  * tests drive it in-process.
  */
-import { readFile } from 'node:fs/promises';
-import { loadConfigBytes, loadConfigFile, sha256Hex } from '../config/load.ts';
+import { loadConfigFile } from '../config/load.ts';
 import { locateDatabase } from '../config/locate.ts';
 import type { Settings } from '../config/types.ts';
-import { formatDiagnostic, KeygateError } from '../errors.ts';
-import { reconcile } from '../reconcile/engine.ts';
+import { KeygateError } from '../errors.ts';
 import { displayLocation, openStore } from '../store/open.ts';
 import type { FeedPosition, Store } from '../store/types.ts';
 import { managementApi } from './api.ts';
+import { reconcileFile } from './reconcile-file.ts';
 import type { Log } from './log.ts';
 import {
   TABLE_SLICE_KEYS,
@@ -36,9 +35,6 @@ import {
 
 /** A change touching more keys than this is sent as a whole table, built in slices, rather than one delta. */
 export const DELTA_MAX_KEYS = 2 * TABLE_SLICE_KEYS;
-
-/** Error codes after which trying again, with no new edit, may succeed. */
-const RETRYABLE = new Set(['unreadable', 'KG_ERR_STORE_UNAVAILABLE']);
 
 export interface PlaneDeps {
   log: Log;
@@ -129,43 +125,21 @@ export class ControlPlane {
   }
 
   private async reconcileFile(a: ReconcileArgs, publish: boolean): Promise<ReconcileOutcome> {
-    const store = this.requireStore();
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(this.file);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      const missing = code === 'ENOENT';
-      const why = missing ? 'file not found (deleted?)' : `cannot read file (${code})`;
-      return failed(null, missing ? 'file_not_found' : 'unreadable', `${this.file}: ${why}`, []);
-    }
-    const sha256 = sha256Hex(bytes);
-    if (a.skipIfSha256 !== null && sha256 === a.skipIfSha256) return { kind: 'unchanged', sha256 };
-    const loaded = loadConfigBytes(bytes, this.file, { env: this.env });
-    if (!loaded.ok) {
-      const errors = loaded.errors.map(formatDiagnostic);
-      const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
-      return failed(sha256, 'config_invalid', `${errors[0] ?? 'invalid config'}${more}`, errors);
-    }
-    try {
-      const { plan, revision } = await reconcile(store, loaded.desired, { apply: true, allowDeletes: a.allowDeletes === true, now: this.now() });
-      this.settings = loaded.desired.settings;
+    const { outcome } = await reconcileFile(this.requireStore(), {
+      file: this.file,
+      env: this.env,
+      skipIfSha256: a.skipIfSha256,
+      allowDeletes: a.allowDeletes === true,
+      now: this.now(),
+    });
+    if (outcome.kind === 'applied') {
+      this.settings = outcome.settings;
       this.noteHealth({ reachable: true });
       if (publish) await this.publishChanges();
-      return {
-        kind: 'applied',
-        sha256,
-        settings: loaded.desired.settings,
-        summary: plan.summary,
-        changed: plan.changes.map((c) => `${c.action} ${c.kind} ${JSON.stringify(c.name)}`),
-        revision: revision ?? (await store.latestRevision()),
-        warnings: loaded.warnings.map(formatDiagnostic),
-      };
-    } catch (err) {
-      const code = err instanceof KeygateError ? err.code : 'KG_ERR_APPLY_FAILED';
-      if (code === 'KG_ERR_STORE_UNAVAILABLE') this.noteHealth({ reachable: false, error: (err as Error).message });
-      return failed(sha256, code, (err as Error).message, []);
+    } else if (outcome.kind === 'failed' && outcome.code === 'KG_ERR_STORE_UNAVAILABLE') {
+      this.noteHealth({ reachable: false, error: outcome.error });
     }
+    return outcome;
   }
 
   /** Runs a management API request; its write is published before the answer is returned. */
@@ -281,10 +255,6 @@ export class ControlPlane {
   get currentSettings(): Settings | null {
     return this.settings;
   }
-}
-
-function failed(sha256: string | null, code: string, error: string, errors: string[]): ReconcileOutcome {
-  return { kind: 'failed', sha256, code, error, errors, retryable: RETRYABLE.has(code) };
 }
 
 function unavailable(message: string): ApiReply {

@@ -211,10 +211,12 @@ export class Daemon {
         this.timer = null;
         return;
       case 'hash':
+        this.watcher?.noteRead();
         // Streamed through SHA-256 in small reads: no control plane work for a touch or a resync that changed nothing.
         void fileSha256(this.opts.configFile).then((sha256) => this.event({ type: 'hashed', sha256 }));
         return;
       case 'reconcile': {
+        this.watcher?.noteRead();
         const control = this.control;
         if (control === null) return;
         void control.reconcile({ skipIfSha256: a.skipIfSha256 }).then(

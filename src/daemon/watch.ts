@@ -71,6 +71,11 @@ export class ConfigWatcher {
     return new Promise((resolve) => this.watcher?.once('ready', () => resolve()));
   }
 
+  /** The file is being read now: the poll reports only what changes after this. */
+  noteRead(): void {
+    this.lastStat = this.statKey();
+  }
+
   private statKey(): string {
     try {
       const s = statSync(this.opts.file);

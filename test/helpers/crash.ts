@@ -14,7 +14,7 @@ import type { TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { loadConfigFile } from '../../src/config/load.ts';
 import type { DesiredState } from '../../src/config/types.ts';
-import { openDatabase } from '../../src/store/db.ts';
+import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { BIN, REPO } from './cli.ts';
 import { tempDir } from './tmp.ts';
 
@@ -200,7 +200,7 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
     last = c;
     assert.equal(c.integrity, 'ok', `${label}: integrity_check`);
     // keygate's own open (migrations, pragmas) works on what the crash left.
-    openDatabase(dbFile).close();
+    void openSqliteStore(dbFile).close();
     const matches = (['old', 'new'] as const).filter((v) => c.keys === expected[v].keys && c.groups === expected[v].groups);
     assert.equal(
       matches.length,

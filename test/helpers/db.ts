@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { DesiredState } from '../../src/config/types.ts';
 import { reconcile, type ReconcileOptions, type ReconcileResult } from '../../src/reconcile/engine.ts';
-import { openDatabase } from '../../src/store/db.ts';
+import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { sha256, valid } from './config.ts';
 
 export type Row = Record<string, unknown>;
@@ -19,12 +19,12 @@ export interface Tables {
 }
 
 /** Runs keygate's reconcile of `desired` against the database file, then closes it. */
-export function reconcileInto(dbFile: string, desired: DesiredState, opts: ReconcileOptions): ReconcileResult {
-  const db = openDatabase(dbFile);
+export async function reconcileInto(dbFile: string, desired: DesiredState, opts: ReconcileOptions): Promise<ReconcileResult> {
+  const store = openSqliteStore(dbFile);
   try {
-    return reconcile(db, desired, opts);
+    return await reconcile(store, desired, opts);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -33,13 +33,13 @@ export function applyText(
   dbFile: string,
   text: string,
   opts: { env?: Record<string, string>; allowDeletes?: boolean } = {},
-): ReconcileResult {
+): Promise<ReconcileResult> {
   const { desired } = valid(text, opts.env ?? {});
   return reconcileInto(dbFile, desired, { apply: true, ...(opts.allowDeletes === undefined ? {} : { allowDeletes: opts.allowDeletes }) });
 }
 
 /** Loads `text` (which must be valid) and plans it against the database file, writing nothing. */
-export function planText(dbFile: string, text: string, env: Record<string, string> = {}): ReconcileResult {
+export function planText(dbFile: string, text: string, env: Record<string, string> = {}): Promise<ReconcileResult> {
   const { desired } = valid(text, env);
   return reconcileInto(dbFile, desired, { apply: false });
 }
@@ -95,10 +95,10 @@ export interface ApiKeyInsert {
 
 /**
  * Inserts a key as the management API would: a row with source 'api', written
- * with plain SQL. Returns its id.
+ * with plain SQL into an existing database. Returns its id.
  */
 export function insertApiKey(dbFile: string, k: ApiKeyInsert): number {
-  const db = openDatabase(dbFile);
+  const db = openExisting(dbFile);
   try {
     const groupId = db.prepare('SELECT id FROM groups WHERE name = ?').pluck().get(k.group ?? 'all-users') as number | undefined;
     assert.ok(groupId !== undefined, `no group "${k.group ?? 'all-users'}"`);

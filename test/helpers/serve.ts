@@ -170,7 +170,7 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `fn` until it returns true or `timeoutMs` passes; returns whether it did. */
-export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs = 3000, stepMs = 25): Promise<boolean> {
+export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs = 30_000, stepMs = 25): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     if (await fn()) return true;
