@@ -119,6 +119,8 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export interface SqliteOptions {
   /** Open an existing file without writing to it (`keys list`). */
   readOnly?: boolean;
+  /** Feed positions whose tombstones are kept (default TOMBSTONE_POSITIONS_KEPT; tests use fewer). */
+  tombstonesKept?: number;
 }
 
 interface RawGroup {
@@ -288,7 +290,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): SqliteS
       throw new KeygateError('KG_ERR_DATABASE', `${file}: cannot migrate database: ${(err as Error).message}`, { cause: err });
     }
   }
-  return new SqliteStore(db, file);
+  return new SqliteStore(db, file, opts.tombstonesKept ?? TOMBSTONE_POSITIONS_KEPT);
 }
 
 /** Reads shared by the store and its transactions (the same connection). */
@@ -488,6 +490,7 @@ export class SqliteStore extends SqliteReads implements Store {
   constructor(
     db: DB,
     readonly file: string,
+    private readonly tombstonesKept: number,
     cache = new Map<string, Database.Statement>(),
   ) {
     super(db, cache);
@@ -526,8 +529,8 @@ export class SqliteStore extends SqliteReads implements Store {
   /** Drops tombstones older than the positions kept, and moves the horizon past them. */
   private prune(): void {
     const f = this.stmt('SELECT seq, horizon FROM feed').get() as { seq: number; horizon: number };
-    const horizon = f.seq - TOMBSTONE_POSITIONS_KEPT;
-    if (horizon <= f.horizon + TOMBSTONE_POSITIONS_KEPT / 10) return;
+    const horizon = f.seq - this.tombstonesKept;
+    if (horizon <= f.horizon + Math.ceil(this.tombstonesKept / 10)) return;
     this.db.transaction(() => {
       this.stmt('DELETE FROM tombstones WHERE version <= ?').run(horizon);
       this.stmt('UPDATE feed SET horizon = ?').run(horizon);
