@@ -100,7 +100,7 @@ test('docs/admin.md names every metric, and the management API page every error 
   assert.ok(names.includes('keygate_requests_total'));
   for (const name of names) assert.ok(admin.includes(`\`${name}\``), `docs/admin.md names ${name}`);
   const management = doc('management-api.md');
-  for (const file of ['src/admin/management.ts', 'src/admin/server.ts']) {
+  for (const file of ['src/admin/management.ts', 'src/admin/server.ts', 'src/control/api.ts', 'src/control/plane.ts']) {
     for (const m of source(file).matchAll(/error: '([a-z_]+)'/g)) {
       const code = m[1] as string;
       assert.ok(management.includes(code) || admin.includes(code), `the docs name ${code} (${file})`);

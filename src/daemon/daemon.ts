@@ -128,7 +128,11 @@ export class Daemon {
         keyHeader: () => this.settings.keyHeader,
         failedAuthPerMinute: this.settings.failedAuthPerMinute,
         metrics: this.metrics,
-        call: (a) => control.api(a),
+        // Key uses not yet sent go first (calls are taken in order), so that last_used_at is current in the answer.
+        call: (a) => {
+          void this.flushLastUsed();
+          return control.api(a);
+        },
       }),
     });
     const listen = splitHostPort(this.settings.listen);
