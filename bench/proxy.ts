@@ -27,6 +27,8 @@
  *   http-proxy     bench/proxy-servers/http-proxy.ts, keep-alive agent + sha256 Set check
  *   nginx-w1       nginx proxy_pass, map on $http_x_api_key, keepalive 64, worker_processes 1
  *   nginx-auto     the same with worker_processes auto
+ *   keygate-w1     `keygate serve --workers 1`, unpinned (with a keygate that has --workers)
+ *   keygate-w2     `keygate serve --workers 2`, unpinned, against keygate-w1 and nginx-auto
  *   haproxy        HAProxy, a map file of keys (key → name), nbthread 1, http-reuse always
  *   caddy          Caddy, reverse_proxy behind a `map` of keys and a matcher, GOMAXPROCS=1
  * nginx, HAProxy and Caddy get the same keys as keygate (--keys, 3,000 by
@@ -46,7 +48,7 @@
  * CPU pinning (taskset), on a 2-core machine: each proxy on CPU 0, the
  * upstream and wrk on CPU 1, so every proxy gets one whole core and the client
  * side the other (haproxy runs one thread, caddy GOMAXPROCS=1, so the
- * comparison is per core). nginx-auto is left unpinned (its 2 workers float). With ≥ 3
+ * comparison is per core). nginx-auto and keygate-w1/-w2 are left unpinned (their processes float). With ≥ 3
  * cores wrk gets a core of its own; with 1 core (or --pin none) nothing is pinned.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -376,6 +378,8 @@ interface Target {
   checksKeys: boolean;
   /** Sends the key's name upstream in x-api-key-name. */
   setsIdentity?: boolean;
+  /** Runs on every core, not pinned to the proxy core. */
+  unpinned?: boolean;
 }
 
 function keyOf(i: number): string {
@@ -533,7 +537,16 @@ ${peerKeyOrder().map((i) => `\t\t${quote(keyOf(i))} ${quote(keyName(i))}`).join(
 
 const nodeTs = (file: string, ...args: string[]): string[] => ['node', '--import', 'tsx', path.join(SERVERS, file), ...args];
 
-async function startKeygate(name: string, root: string, upstreamPort: number, env: NodeJS.ProcessEnv, extraNodeArgs: string[] = []): Promise<Target> {
+interface KeygateOptions {
+  /** Arguments for node itself (--cpu-prof). */
+  nodeArgs?: string[];
+  /** More arguments for `keygate serve` (--workers N). */
+  serveArgs?: string[];
+  /** false: not pinned to the proxy core (every core). */
+  pin?: boolean;
+}
+
+async function startKeygate(name: string, root: string, upstreamPort: number, env: NodeJS.ProcessEnv, opts: KeygateOptions = {}): Promise<Target> {
   const dir = path.join(tmp, name);
   mkdirSync(dir);
   const cfg = path.join(dir, 'config.yml');
@@ -545,14 +558,16 @@ async function startKeygate(name: string, root: string, upstreamPort: number, en
   const admin = await freePort();
   const child = start(
     name,
-    pinned(PIN?.proxy, [
-      'node', ...extraNodeArgs, path.join(root, 'bin/keygate.js'), 'serve', '-c', cfg, '--db', path.join(dir, 'keygate.db'),
-      '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${admin}`,
+    pinned(opts.pin === false ? undefined : PIN?.proxy, [
+      'node', ...(opts.nodeArgs ?? []), path.join(root, 'bin/keygate.js'), 'serve', '-c', cfg, '--db', path.join(dir, 'keygate.db'),
+      '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${admin}`, ...(opts.serveArgs ?? []),
     ]),
     { env: { ...env, KEYGATE_CONFIG: '', KEYGATE_DB: '' }, stdout: 'ignore', stderr: 'ignore' },
   );
-  await waitFor(name, async () => (await get(admin, '/readyz')).status === 200, 60_000);
-  return { name, what: '', port, pid: child.pid as number, pids: [child.pid as number], checksKeys: true, setsIdentity: true };
+  await waitFor(name, async () => (await get(admin, '/readyz')).status === 200, 60_000, child);
+  // With --workers, the serving processes are the daemon's children: its CPU is the whole tree's.
+  const pids = treePids(child.pid as number);
+  return { name, what: '', port, pid: child.pid as number, pids, checksKeys: true, setsIdentity: true, unpinned: opts.pin === false };
 }
 
 // ---------------------------------------------------------------------------
@@ -624,6 +639,20 @@ async function main(): Promise<void> {
     const t = await startKeygate(name, path.resolve(dir), upPort, logEnv(warn ? 'warn' : 'info'));
     targets.push({ ...t, what: `keygate from ${dir}, ${warn ? 'KEYGATE_LOG_LEVEL=warn' : 'default logging'}` });
   }
+  // `serve --workers N` on every core, against nginx-auto: measured only with a keygate that has the flag.
+  const workerTargets = [['keygate-w1', '1'], ['keygate-w2', '2']] as const;
+  if (workerTargets.some(([n]) => on(n))) {
+    const help = spawnSync('node', [path.join(KG_ROOT, 'bin/keygate.js'), 'serve', '--help'], { cwd: ROOT, encoding: 'utf8' });
+    if (/--workers\b/.test(`${help.stdout}${help.stderr}`)) {
+      for (const [name, n] of workerTargets) {
+        if (!on(name)) continue;
+        const t = await startKeygate(name, KG_ROOT, upPort, logEnv('info'), { serveArgs: ['--workers', n], pin: false });
+        targets.push({ ...t, what: `keygate serve --workers ${n}, unpinned (${t.pids.length} process${t.pids.length === 1 ? '' : 'es'}), default logging` });
+      }
+    } else if (want !== null) {
+      throw new Error(`${workerTargets.map(([n]) => n).filter(on).join(', ')}: this keygate's serve has no --workers option`);
+    } else log('keygate-w1, keygate-w2 left out: this keygate\'s serve has no --workers option');
+  }
   for (const [name, mode, what] of [
     ['bare-undici', 'dispatch', 'bare undici Pool proxy, raw dispatch handler (the fastest we could write), no auth, no logging'],
     ['bare-undici-stream', 'stream', 'bare undici Pool proxy with pool.stream (the usual idiom), no auth, no logging; for reference'],
@@ -668,6 +697,7 @@ async function main(): Promise<void> {
       pids,
       checksKeys: true,
       setsIdentity: true,
+      unpinned: cpus === undefined,
     });
   }
   if (on('haproxy')) {
@@ -797,7 +827,7 @@ async function main(): Promise<void> {
     ...machineInfo(),
     `- Client: \`wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION}s\`, \`GET ${REQ_PATH}\` with a valid \`x-api-key\` (sent to every target), keep-alive; ${ROUNDS} interleaved rounds after a ${WARMUP} s warm-up per target; the order within a round is the table's order.`,
     `- Upstream: \`bench/proxy-servers/upstream.ts\`, Node \`http\`, a fixed ${UPSTREAM_BODY.length}-byte JSON body, its own process.`,
-    `- Pinning: ${PIN ? `\`taskset -c ${PIN.proxy}\` for every proxy (keygate, bare-undici, http-proxy, nginx-w1, haproxy, caddy), \`taskset -c ${PIN.upstream}\` for the upstream, \`taskset -c ${PIN.wrk}\` for wrk; nginx-auto unpinned. Each proxy has a core to itself (HAProxy with \`nbthread 1\`, Caddy with \`GOMAXPROCS=1\`: the comparison is per core); the upstream and wrk share the other.` : 'none.'}`,
+    `- Pinning: ${PIN ? `\`taskset -c ${PIN.proxy}\` for every proxy (keygate, bare-undici, http-proxy, nginx-w1, haproxy, caddy), \`taskset -c ${PIN.upstream}\` for the upstream, \`taskset -c ${PIN.wrk}\` for wrk; nginx-auto and keygate-w1/-w2 (\`serve --workers N\`) unpinned, on every core. Each proxy has a core to itself (HAProxy with \`nbthread 1\`, Caddy with \`GOMAXPROCS=1\`: the comparison is per core); the upstream and wrk share the other.` : 'none.'}`,
     `- The peers (nginx, HAProxy, Caddy) run from temp config files in the foreground, with the same ${f0(KEY_COUNT)} keys as keygate, each mapped to its key's name: a missing or unknown key gets 401, the key header is removed, \`x-api-key-name\` is set (a client's replaced) and one access-log line per request goes to /dev/null. Checked once before measuring, through an upstream path that echoes the headers it received. The bench's key sits in the middle of their key lists (it matters only to Caddy, whose \`map\` is a linear scan).`,
     `- keygate: ${f0(KEY_COUNT)} keys (half \`key:\`, half \`key_hash:\`), 4 custom groups with allow rules; wrk's key is in \`analysts\` (\`GET /api/card/**\`), so every request goes through authentication, path normalisation, the group's rules, header rewriting, metrics and (by default) one log line.`,
     '',
@@ -820,7 +850,7 @@ async function main(): Promise<void> {
     const proxyCpu = median(rs.map((r) => r.proxyCpu ?? 0));
     // wrk + upstream themselves (not other work on the box) filling the core they share.
     const client = median(rs.map((r) => r.upstreamCpu + r.wrkCpu));
-    const own = t.pid !== null && !t.name.endsWith('-auto') && proxyCpu >= 85;
+    const own = t.pid !== null && t.unpinned !== true && proxyCpu >= 85;
     if (own) return 'proxy core';
     if (PIN.upstream === PIN.wrk && client >= 85) return 'client core';
     return '–';
@@ -840,7 +870,7 @@ async function main(): Promise<void> {
   const ratio = (a: string, b: string, goal: number | null, note = ''): void => {
     if (!has(a) || !has(b)) return;
     const x = med(a, (r) => r.rps) / med(b, (r) => r.rps);
-    const cpu = b === 'nginx-auto' ? '–' : `${(usPerReq(b) / usPerReq(a)).toFixed(2)}×`;
+    const cpu = `${(usPerReq(b) / usPerReq(a)).toFixed(2)}×`;
     const verdict = goal === null ? 'reference' : x >= goal ? 'met' : '**missed**';
     ratioRows.push(`| ${a} / ${b} | ${x.toFixed(2)}× | ${cpu} | ${goal === null ? '–' : `≥ ${goal.toFixed(2)}×`} | ${verdict}${note === '' ? '' : ` (${note})`} |`);
   };
@@ -853,6 +883,10 @@ async function main(): Promise<void> {
     ratio(k, 'nginx-w1', null, 'per core');
     ratio(k, 'nginx-auto', null, 'nginx on every core');
   }
+  // Every core (design §6 is silent; issue 17: --workers 2 must serve more than --workers 1 in the same unpinned run).
+  ratio('keygate-w2', 'keygate-w1', 1.0, 'every core');
+  ratio('keygate-w2', 'nginx-auto', null, 'every core');
+  ratio('keygate-w1', 'nginx-auto', null, 'every core');
   if (ratioRows.length > 0) {
     out.push(
       '',
@@ -918,7 +952,7 @@ async function profile(dir: string, upPort: number, upstreamPids: number[]): Pro
   let child: ChildProcess;
   if (which === 'keygate' || which === 'keygate-warn') {
     const level = which === 'keygate-warn' ? 'warn' : 'info';
-    const t = await startKeygate('keygate-prof', KG_ROOT, upPort, { ...process.env, KEYGATE_LOG_LEVEL: level }, prof);
+    const t = await startKeygate('keygate-prof', KG_ROOT, upPort, { ...process.env, KEYGATE_LOG_LEVEL: level }, { nodeArgs: prof });
     port = t.port;
     child = [...children].find((c) => c.pid === t.pid) as ChildProcess;
   } else if (which === 'bare-undici' || which === 'http-proxy') {
