@@ -54,11 +54,14 @@ export class ConfigInvalidError extends KeygateError {
 export class DeletionGuardError extends KeygateError {
   readonly deletes: number;
   readonly limit: number;
-  constructor(deletes: number, limit: number, configOwned: number) {
+  constructor(deletes: number, limit: number, configOwned: number, moved = 0) {
+    const what =
+      moved === 0
+        ? `delete ${deletes} of ${configOwned} config-owned keys (limit ${limit})`
+        : `delete ${deletes} of ${configOwned} config-owned keys and move ${moved} api-owned keys off deleted groups (${deletes + moved} in all, limit ${limit})`;
     super(
       'KG_ERR_DELETION_GUARD',
-      `deletion guard: the change would delete ${deletes} of ${configOwned} config-owned keys (limit ${limit}); ` +
-        'check the file, then run `keygate apply --allow-deletes` or raise keygate.max_deletes',
+      `deletion guard: the change would ${what}; ` + 'check the file, then run `keygate apply --allow-deletes` or raise keygate.max_deletes',
     );
     this.name = 'DeletionGuardError';
     this.deletes = deletes;

@@ -57,8 +57,9 @@ export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'
     } else {
       io.out(renderPlan(plan));
       if (guard.refused) {
+        const what = guard.moved === 0 ? `deletes ${guard.deletes} config-owned keys` : `deletes ${guard.deletes - guard.moved} config-owned keys and moves ${guard.moved} api-owned keys off deleted groups`;
         io.err(
-          `error: deletion guard: this change deletes ${guard.deletes} config-owned keys (limit ${guard.limit}); ` +
+          `error: deletion guard: this change ${what} (limit ${guard.limit}); ` +
             '`keygate apply` will refuse it; check the file, then use `keygate apply --allow-deletes` or raise keygate.max_deletes\n',
         );
       }

@@ -15,6 +15,8 @@ export interface ReconcileOptions {
 export interface GuardVerdict {
   /** Config-owned keys the change deletes, plus api-owned keys it moves off deleted groups. */
   deletes: number;
+  /** Of those, the api-owned keys moved off deleted groups. */
+  moved: number;
   limit: number;
   refused: boolean;
 }
@@ -29,7 +31,7 @@ function planChecked(desired: DesiredState, actual: ActualState, allowDeletes: b
   const plan = diff(desired, actual);
   const limit = deletionLimit(plan.summary.configKeys, desired.settings.maxDeletes);
   const deletes = plan.summary.keysDeleted + plan.summary.keysMoved;
-  return { plan, guard: { deletes, limit, refused: !allowDeletes && deletes > limit } };
+  return { plan, guard: { deletes, moved: plan.summary.keysMoved, limit, refused: !allowDeletes && deletes > limit } };
 }
 
 /**
@@ -45,7 +47,7 @@ export async function reconcile(store: Store, desired: DesiredState, opts: Recon
   if (!opts.apply) return { ...planChecked(desired, await store.readActual(), allowDeletes), revision: null };
   return store.write(async (tx) => {
     const { plan, guard } = planChecked(desired, await tx.readActual(), allowDeletes);
-    if (guard.refused) throw new DeletionGuardError(guard.deletes, guard.limit, plan.summary.configKeys);
+    if (guard.refused) throw new DeletionGuardError(plan.summary.keysDeleted, guard.limit, plan.summary.configKeys, plan.summary.keysMoved);
     return { plan, guard, revision: await applyPlan(tx, desired, plan, opts.now) };
   });
 }
