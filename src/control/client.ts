@@ -13,8 +13,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { KeyTable, TableBuilder } from '../proxy/snapshot.ts';
-import type { SnapshotKey } from '../store/types.ts';
+import { KeyTable } from '../proxy/snapshot.ts';
+import { TableFeed, type TableUpdate } from '../proxy/table-feed.ts';
 import { writeLogLine } from './log.ts';
 import type {
   ApiArgs,
@@ -49,7 +49,7 @@ export interface ClientOptions {
   feedPollMs: number;
   onStoreHealth?: (h: StoreHealth) => void;
   /** Each table update, after it is applied here (for serving processes that follow this one). */
-  onUpdate?: (m: Extract<FromControl, { t: 'table' | 'delta' }>) => void;
+  onUpdate?: (m: TableUpdate) => void;
   /** Replace an idle control plane whose heap grew past this (default RECYCLE_HEAP_BYTES). */
   recycleHeapBytes?: number;
 }
@@ -65,28 +65,28 @@ export class ControlClient {
   private worker: Worker | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  /** Messages not yet taken, in order; a table being built holds back what follows it. */
-  private readonly inbox: FromControl[] = [];
-  private building: { builder: TableBuilder; slices: Uint8Array[]; next: number; then: FromControl } | null = null;
-  private draining = false;
+  /** Messages in order: a table being built holds back what follows it. */
+  private readonly feed: TableFeed<Exclude<FromControl, TableUpdate>>;
   private startArgs: StartArgs | null = null;
   private location: string | null = null;
   private closing = false;
   private restarting: Promise<void> | null = null;
   private heapBytes = 0;
   private readonly log: Logger;
-  private readonly decoder = new TextDecoder();
 
   constructor(private readonly opts: ClientOptions) {
     this.log = opts.logger.child({ component: 'control' });
+    this.feed = new TableFeed(
+      this.table,
+      (m) => this.take(m),
+      (m) => this.opts.onUpdate?.(m),
+    );
   }
 
   private spawn(): Worker {
     const w = new Worker(new URL('./worker.js', import.meta.url));
     w.on('message', (m: FromControl) => {
-      if (w !== this.worker) return;
-      this.inbox.push(m);
-      if (!this.draining) this.drain();
+      if (w === this.worker) this.feed.push(m);
     });
     w.on('error', (err) => this.log.error({ err: { message: err.message } }, 'control plane failed'));
     w.on('exit', (code) => {
@@ -125,34 +125,8 @@ export class ControlClient {
     return r;
   }
 
-  /** Takes messages in order; building a table yields to the event loop after each slice. */
-  private drain(): void {
-    this.draining = true;
-    while (this.building === null && this.inbox.length > 0) this.take(this.inbox.shift() as FromControl);
-    if (this.building !== null) {
-      const b = this.building;
-      const slice = b.slices[b.next++];
-      if (slice !== undefined) b.builder.addKeys(JSON.parse(this.decoder.decode(slice)) as SnapshotKey[]);
-      if (b.next >= b.slices.length) {
-        this.table.swap(b.builder);
-        this.building = null;
-        this.opts.onUpdate?.(b.then as Extract<FromControl, { t: 'table' }>);
-      }
-      setImmediate(() => this.drain());
-      return;
-    }
-    this.draining = false;
-  }
-
-  private take(m: FromControl): void {
+  private take(m: Exclude<FromControl, TableUpdate>): void {
     switch (m.t) {
-      case 'table':
-        this.building = { builder: new TableBuilder(m.position, m.groups), slices: m.slices, next: 0, then: m };
-        return;
-      case 'delta':
-        this.table.apply(m);
-        this.opts.onUpdate?.(m);
-        return;
       case 'reply': {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);

@@ -9,8 +9,8 @@
 import type { Diagnostic } from '../errors.ts';
 import type { Settings } from '../config/types.ts';
 import type { PlanSummary } from '../reconcile/diff.ts';
-import type { FeedPosition, RevisionRow, SnapshotGroup, StoreInfo } from '../store/types.ts';
-import type { SnapshotDelta } from '../proxy/snapshot.ts';
+import type { FeedPosition, RevisionRow, StoreInfo } from '../store/types.ts';
+import type { TableUpdate } from '../proxy/table-feed.ts';
 
 /** Keys per message of a whole table: small enough that building one slice never holds the serving thread long. */
 export const TABLE_SLICE_KEYS = 2_000;
@@ -102,12 +102,11 @@ export type StoreHealth = { reachable: true } | { reachable: false; error: strin
 
 export type FromControl =
   /**
-   * A whole table: the keys as JSON arrays of SnapshotKey, TABLE_SLICE_KEYS a
-   * slice, in buffers handed over rather than copied. The serving side builds
-   * one slice per turn of its event loop, then swaps the table in whole.
+   * A whole table (TABLE_SLICE_KEYS keys a slice, in buffers handed over rather
+   * than copied; the serving side builds one slice per turn of its event loop,
+   * then swaps the table in whole), or a delta.
    */
-  | { t: 'table'; position: FeedPosition; groups: SnapshotGroup[]; slices: Uint8Array[] }
-  | ({ t: 'delta' } & SnapshotDelta)
+  | TableUpdate
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: { code: string; message: string } }
   | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; component: string; fields: Record<string, unknown>; msg: string }
