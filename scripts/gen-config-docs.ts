@@ -66,6 +66,7 @@ const TAKES_EFFECT: Record<string, string> = {
   reload_debounce_ms: 'at the next restart',
   shutdown_grace_ms: 'on reload',
   last_used_flush_ms: 'at the next restart',
+  workers: 'at the next restart (a change is logged as a warning)',
 };
 
 const camel = (snake: string): string => snake.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());

@@ -84,7 +84,6 @@ export class Metrics implements ProxyMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
-    this.storeReachable.set(1);
   }
 
   request(outcome: Outcome, status: number): void {

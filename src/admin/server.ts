@@ -9,6 +9,8 @@ export type ApiHandler = (req: IncomingMessage, res: ServerResponse, url: URL) =
 
 export interface AdminOptions {
   metrics: Metrics;
+  /** The text of /metrics (default: `metrics`' registry alone). */
+  metricsText?: () => Promise<string>;
   logger: Logger;
   ready: () => boolean;
   status: () => object;
@@ -60,7 +62,7 @@ export class AdminServer {
         return sendJson(res, 200, this.opts.status());
       case '/metrics': {
         if (!readOnly) return sendJson(res, 405, { error: 'method_not_allowed', message: 'use GET' }, { allow: 'GET, HEAD' });
-        const text = await this.opts.metrics.registry.metrics();
+        const text = await (this.opts.metricsText?.() ?? this.opts.metrics.registry.metrics());
         res.writeHead(200, { 'content-type': this.opts.metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });
         res.end(text);
         return;

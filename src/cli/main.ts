@@ -13,7 +13,7 @@ Commands:
                                                    show the changes (exit 0 none, 2 changes, 1 error)
   apply    [-c FILE] [--db FILE] [--json] [--allow-deletes]
                                                    make the database match the file and exit
-  serve    [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL]
+  serve    [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N]
                                                    run the proxy and admin listener, watch the file
   keys generate [--prefix P] [--name N] [--group G] print a new key and its api-keys entry
   keys hash [KEY]                                  print sha256:… of a key (argument or stdin)

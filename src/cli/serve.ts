@@ -5,13 +5,15 @@ import { parse, str } from './args.ts';
 import { printDiagnostics, type Io } from './io.ts';
 import { rootLogger } from './logger.ts';
 
-export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL]
+export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N|auto]
 
 Applies the config file, then serves the authenticating proxy (--listen,
 keygate.listen, default 127.0.0.1:8080) in front of --upstream / keygate.upstream
 (without one, a built-in demo upstream), and the admin listener (--admin-listen,
 keygate.admin_listen, default 127.0.0.1:8081). Watches the file and reloads it;
 SIGHUP forces a reload; SIGTERM/SIGINT stop gracefully (exit 0).
+--workers N (keygate.workers; "auto": one per core) serves the proxy from N
+processes sharing its socket; the default, 1, serves it from this process.
 An invalid config at start is fatal: exit 1 with every error printed.
 Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).
 `;
@@ -25,6 +27,7 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
       listen: { type: 'string' },
       'admin-listen': { type: 'string' },
       upstream: { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'serve',
@@ -43,12 +46,20 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
   if (upstream !== undefined && !/^https?:\/\/[^\s/]+/.test(upstream)) {
     throw new KeygateError('KG_ERR_USAGE', `keygate serve: --upstream must be an http:// or https:// URL`);
   }
+  const workersFlag = str(p.values.workers);
+  let workers: number | 'auto' | undefined;
+  if (workersFlag !== undefined) {
+    if (workersFlag !== 'auto' && !/^[1-9][0-9]{0,2}$/.test(workersFlag)) {
+      throw new KeygateError('KG_ERR_USAGE', `keygate serve: --workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
+    }
+    workers = workersFlag === 'auto' ? 'auto' : Math.min(256, Number(workersFlag));
+  }
   const file = locateConfig(str(p.values.config), io.env, io.cwd);
   const logger = rootLogger(io.env);
   const daemon = new Daemon({
     configFile: file,
     dbFlag: str(p.values.db),
-    overrides: { listen: str(p.values.listen), adminListen: str(p.values['admin-listen']), upstream },
+    overrides: { listen: str(p.values.listen), adminListen: str(p.values['admin-listen']), upstream, workers },
     env: io.env,
     logger,
     out: io.out,

@@ -15,6 +15,7 @@ export const DEFAULT_SETTINGS: Settings = Object.freeze({
   reloadDebounceMs: 100,
   shutdownGraceMs: 10_000,
   lastUsedFlushMs: 5_000,
+  workers: 1,
 });
 
 /** Maps the file's snake_case names to Settings fields. */
@@ -32,6 +33,7 @@ const FIELD: Record<string, keyof Settings> = {
   reload_debounce_ms: 'reloadDebounceMs',
   shutdown_grace_ms: 'shutdownGraceMs',
   last_used_flush_ms: 'lastUsedFlushMs',
+  workers: 'workers',
 };
 
 export function settingsFrom(section: Record<string, unknown> | undefined): Settings {

@@ -27,6 +27,8 @@ export interface Settings {
   reloadDebounceMs: number;
   shutdownGraceMs: number;
   lastUsedFlushMs: number;
+  /** Serving processes: a count, or 'auto' (one per available core). */
+  workers: number | 'auto';
 }
 
 export const ADMIN_GROUP = 'admin';

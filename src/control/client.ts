@@ -14,7 +14,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { KeyTable } from '../proxy/snapshot.ts';
-import { TableFeed, type TableUpdate } from '../proxy/table-feed.ts';
+import { TableFeed, type TableMessage, type TableUpdate } from '../proxy/table-feed.ts';
 import { writeLogLine } from './log.ts';
 import type {
   ApiArgs,
@@ -125,25 +125,26 @@ export class ControlClient {
     return r;
   }
 
-  private take(m: Exclude<FromControl, TableUpdate>): void {
+  /** Takes a message that is not a table update; true after an answer (its awaiter acts before later updates). */
+  private take(m: Exclude<FromControl, TableUpdate>): boolean {
     switch (m.t) {
       case 'reply': {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
-        if (p === undefined) return;
+        if (p === undefined) return false;
         if (m.ok) p.resolve(m.value);
         else p.reject(new ControlPlaneError(m.error.code, m.error.message));
-        return;
+        return true;
       }
       case 'log':
         writeLogLine(this.opts.logger, m);
-        return;
+        return false;
       case 'store':
         this.opts.onStoreHealth?.(m.health);
-        return;
+        return false;
       case 'heap':
         this.heapBytes = m.bytes;
-        return;
+        return false;
     }
   }
 
@@ -207,6 +208,11 @@ export class ControlClient {
 
   lastUsed(uses: Array<[number, number]>): Promise<{ written: number }> {
     return this.call('lastUsed', { uses });
+  }
+
+  /** A whole table as the control plane reads it now (for a serving process that is starting). */
+  wholeTable(): Promise<TableMessage> {
+    return this.call('table', {});
   }
 
   /** Writes what is pending and stops the control plane. */

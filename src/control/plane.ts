@@ -18,6 +18,7 @@ import type { Settings } from '../config/types.ts';
 import { KeygateError } from '../errors.ts';
 import { displayLocation, openStore } from '../store/open.ts';
 import type { FeedPosition, Store } from '../store/types.ts';
+import type { TableMessage } from '../proxy/table-feed.ts';
 import { managementApi } from './api.ts';
 import { reconcileFile } from './reconcile-file.ts';
 import type { Log } from './log.ts';
@@ -229,15 +230,25 @@ export class ControlPlane {
     this.cursor = cs.position;
   }
 
-  private async publishTable(): Promise<void> {
+  private async tableMessage(): Promise<TableMessage> {
     const snap = await this.requireStore().snapshot();
     const encoder = new TextEncoder();
     const slices: Uint8Array[] = [];
     for (let i = 0; i < snap.keys.length; i += TABLE_SLICE_KEYS) {
       slices.push(encoder.encode(JSON.stringify(snap.keys.slice(i, i + TABLE_SLICE_KEYS))));
     }
-    this.deps.post({ t: 'table', position: snap.position, groups: snap.groups, slices }, slices.map((s) => s.buffer as ArrayBuffer));
-    this.cursor = snap.position;
+    return { t: 'table', position: snap.position, groups: snap.groups, slices };
+  }
+
+  private async publishTable(): Promise<void> {
+    const m = await this.tableMessage();
+    this.deps.post(m, m.slices.map((s) => s.buffer as ArrayBuffer));
+    this.cursor = m.position;
+  }
+
+  /** A whole table for a serving process that is starting: answered, not published. */
+  wholeTable(): Promise<TableMessage> {
+    return this.serial(() => this.tableMessage());
   }
 
   /** Writes pending uses and closes the store; later calls fail. */

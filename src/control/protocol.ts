@@ -10,7 +10,7 @@ import type { Diagnostic } from '../errors.ts';
 import type { Settings } from '../config/types.ts';
 import type { PlanSummary } from '../reconcile/diff.ts';
 import type { FeedPosition, RevisionRow, StoreInfo } from '../store/types.ts';
-import type { TableUpdate } from '../proxy/table-feed.ts';
+import type { TableMessage, TableUpdate } from '../proxy/table-feed.ts';
 
 /** Keys per message of a whole table: small enough that building one slice never holds the serving thread long. */
 export const TABLE_SLICE_KEYS = 2_000;
@@ -90,6 +90,8 @@ export interface ControlCalls {
   api(a: ApiArgs): ApiReply;
   /** Key uses seen by the serving side since its last batch: [key id, epoch ms] pairs. */
   lastUsed(a: { uses: Array<[number, number]> }): { written: number };
+  /** A whole table as the store holds it now, as the answer (not published). */
+  table(a: Record<string, never>): TableMessage;
   /** Writes what is pending and closes the store. */
   close(a: Record<string, never>): { closed: true };
 }

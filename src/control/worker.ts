@@ -31,6 +31,10 @@ async function run(msg: ToControl): Promise<{ value: unknown; transfer?: ArrayBu
       const value = await plane.runApi(msg.args as ApiArgs);
       return value.body === null ? { value } : { value, transfer: [value.body.buffer as ArrayBuffer] };
     }
+    case 'table': {
+      const value = await plane.wholeTable();
+      return { value, transfer: value.slices.map((s) => s.buffer as ArrayBuffer) };
+    }
     case 'lastUsed':
       return { value: await plane.lastUsed((msg.args as { uses: Array<[number, number]> }).uses) };
     case 'close':

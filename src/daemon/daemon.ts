@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Server } from 'node:http';
-import type { Logger } from 'pino';
+import os from 'node:os';
+import pino, { type Logger } from 'pino';
+import { AggregatorRegistry } from 'prom-client';
 import path from 'node:path';
 import type { Settings } from '../config/types.ts';
 import { ConfigInvalidError, KeygateError, type ErrorCode } from '../errors.ts';
@@ -16,13 +18,15 @@ import type { RevisionRow, StoreInfo } from '../store/types.ts';
 import { startDemoUpstream } from './demo-upstream.ts';
 import { ReloadMachine, type LastReload, type ReloadAction, type ReloadEvent } from './reload-machine.ts';
 import { ConfigWatcher } from './watch.ts';
+import { ServingWorkers } from './workers.ts';
+import type { WireProxyConfig } from './workers-protocol.ts';
 
 export type { LastReload } from './reload-machine.ts';
 
 export interface DaemonOptions {
   configFile: string;
   dbFlag?: string | undefined;
-  overrides: { listen?: string | undefined; adminListen?: string | undefined; upstream?: string | undefined };
+  overrides: { listen?: string | undefined; adminListen?: string | undefined; upstream?: string | undefined; workers?: number | 'auto' | undefined };
   env: NodeJS.ProcessEnv;
   logger: Logger;
   /** Human output (the demo hint), printed once. */
@@ -60,6 +64,8 @@ export class Daemon {
   private appliedAt: string | null = null;
   private revision: RevisionRow | null = null;
   private proxy: ProxyServer | null = null;
+  /** With `workers` > 1: the processes that serve the proxy (this one then serves only the admin listener). */
+  private workers: ServingWorkers | null = null;
   private admin: AdminServer | null = null;
   private demo: Server | null = null;
   private watcher: ConfigWatcher | null = null;
@@ -88,7 +94,10 @@ export class Daemon {
       logger: this.opts.logger,
       feedPollMs: this.opts.feedPollMs ?? 1000,
       onStoreHealth: (h) => this.onStoreHealth(h),
+      // Every update also goes to the serving worker processes, if any.
+      onUpdate: (u) => this.workers?.publish(u),
     });
+    this.metrics.storeReachable.set(1);
     // The first apply runs in the control plane too: a big file's parse never grows the serving thread's heap.
     const started = await this.control.start({ file, dbFlag: this.opts.dbFlag, env: this.opts.env, cwd: process.cwd() });
     if (started.kind === 'invalid') throw new ConfigInvalidError(file, started.diagnostics);
@@ -110,16 +119,36 @@ export class Daemon {
       upstream = demo.url.toString();
     }
     this.upstream = new URL(upstream);
-    this.proxy = new ProxyServer({
-      config: this.proxyConfig(),
-      snapshot: this.currentSnapshot,
-      logger: this.opts.logger,
-      metrics: this.metrics,
-      touch: (id, now) => this.uses.set(id, now),
-    });
+    const listen = splitHostPort(this.settings.listen);
+    const adminListen = splitHostPort(this.settings.adminListen);
+    const workerCount = this.workerCount();
     const control = this.control;
+    if (workerCount > 1) {
+      const stream = (this.opts.logger as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym];
+      this.workers = new ServingWorkers({
+        count: workerCount,
+        listen,
+        config: this.wireConfig(),
+        flushMs: this.settings.lastUsedFlushMs,
+        logger: this.opts.logger,
+        writeLog: (text) => stream?.write(text),
+        table: () => control.wholeTable(),
+        onUses: (uses) => {
+          for (const [id, ms] of uses) if ((this.uses.get(id) ?? 0) < ms) this.uses.set(id, ms);
+        },
+      });
+    } else {
+      this.proxy = new ProxyServer({
+        config: this.proxyConfig(),
+        snapshot: this.currentSnapshot,
+        logger: this.opts.logger,
+        metrics: this.metrics,
+        touch: (id, now) => this.uses.set(id, now),
+      });
+    }
     this.admin = new AdminServer({
       metrics: this.metrics,
+      metricsText: () => this.metricsText(),
       logger: this.opts.logger,
       ready: () => this.machine?.appliedSha256 != null,
       status: () => this.status(),
@@ -129,15 +158,17 @@ export class Daemon {
         failedAuthPerMinute: this.settings.failedAuthPerMinute,
         metrics: this.metrics,
         // Key uses not yet sent go first (calls are taken in order), so that last_used_at is current in the answer.
-        call: (a) => {
+        // With serving workers, the answer waits until every one of them enforces the change.
+        call: async (a) => {
           void this.flushLastUsed();
-          return control.api(a);
+          const reply = await control.api(a);
+          await this.workers?.applied(control.table.position);
+          return reply;
         },
       }),
     });
-    const listen = splitHostPort(this.settings.listen);
-    const adminListen = splitHostPort(this.settings.adminListen);
-    await this.proxy.listen(listen.host, listen.port);
+    if (this.workers !== null) await this.workers.start();
+    else await this.proxy?.listen(listen.host, listen.port);
     await this.admin.listen(adminListen.host, adminListen.port);
 
     const dbFile = this.storeInfo.kind === 'sqlite' ? this.storeInfo.location : null;
@@ -152,10 +183,17 @@ export class Daemon {
     this.event({ type: 'changed', trigger: 'watch-ready' });
     this.flushTimer = setInterval(() => void this.flushLastUsed(), this.settings.lastUsedFlushMs);
 
-    const p = this.proxy.address();
+    const p = this.proxyAddress();
     const a = this.admin.address();
     this.log.info(
-      { listen: `${p.host}:${p.port}`, admin_listen: `${a.host}:${a.port}`, upstream: this.demo ? 'demo' : this.upstream.origin, config: file, database: this.storeInfo.location },
+      {
+        listen: `${p.host}:${p.port}`,
+        admin_listen: `${a.host}:${a.port}`,
+        upstream: this.demo ? 'demo' : this.upstream.origin,
+        config: file,
+        database: this.storeInfo.location,
+        workers: workerCount,
+      },
       'keygate serving',
     );
     if (this.demo !== null) {
@@ -176,7 +214,34 @@ export class Daemon {
       ...(o.listen !== undefined ? { listen: o.listen } : {}),
       ...(o.adminListen !== undefined ? { adminListen: o.adminListen } : {}),
       ...(o.upstream !== undefined ? { upstream: o.upstream } : {}),
+      ...(o.workers !== undefined ? { workers: o.workers } : {}),
     };
+  }
+
+  private workerCount(): number {
+    const w = this.settings.workers;
+    return w === 'auto' ? os.availableParallelism() : w;
+  }
+
+  private proxyAddress(): { host: string; port: number } {
+    if (this.workers !== null) {
+      if (this.workers.address === null) throw new Error('the serving workers are not listening');
+      return this.workers.address;
+    }
+    if (this.proxy === null) throw new Error('daemon is not serving');
+    return this.proxy.address();
+  }
+
+  private wireConfig(): WireProxyConfig {
+    const c = this.proxyConfig();
+    return { ...c, upstream: c.upstream.toString() };
+  }
+
+  /** /metrics: this process's metrics, summed with the serving workers' when there are any. */
+  private async metricsText(): Promise<string> {
+    if (this.workers === null) return this.metrics.registry.metrics();
+    const all = [await this.metrics.registry.getMetricsAsJSON(), ...(await this.workers.metrics())];
+    return AggregatorRegistry.aggregate(all).metrics();
   }
 
   private proxyConfig(): ProxyConfig {
@@ -268,14 +333,14 @@ export class Daemon {
       o.changed.length === 0 ? 'config applied: no changes' : 'config applied',
     );
     // A reload that finishes during shutdown changes no listener: the proxy may be closed already.
-    if (this.proxy !== null && !this.stopped) {
+    if ((this.proxy !== null || this.workers !== null) && !this.stopped) {
       const next = this.withOverrides(o.settings);
-      for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs'] as const) {
+      for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs', 'workers'] as const) {
         if (next[field] !== this.settings[field]) {
           this.log.warn({ setting: field }, 'setting changed in the file: it takes effect after a restart');
         }
       }
-      this.settings = { ...next, listen: this.settings.listen, adminListen: this.settings.adminListen, database: this.settings.database };
+      this.settings = { ...next, listen: this.settings.listen, adminListen: this.settings.adminListen, database: this.settings.database, workers: this.settings.workers };
       if (next.upstream !== null) {
         this.upstream = new URL(next.upstream);
         if (this.demo !== null) {
@@ -288,7 +353,8 @@ export class Daemon {
       } else if (this.demo === null) {
         this.log.warn('keygate.upstream was removed from the file: still forwarding to the last one until a restart');
       }
-      this.proxy.reconfigure(this.proxyConfig());
+      this.proxy?.reconfigure(this.proxyConfig());
+      this.workers?.reconfigure(this.wireConfig());
     }
   }
 
@@ -347,12 +413,13 @@ export class Daemon {
       keys: { total: c.keys, config: c.config, api: c.api },
       groups: c.groups,
       upstream: this.demo !== null ? 'demo' : (this.upstream?.origin ?? null),
+      ...(this.workers !== null ? { workers: this.workers.status() } : {}),
     };
   }
 
   addresses(): { proxy: { host: string; port: number }; admin: { host: string; port: number } } {
-    if (this.proxy === null || this.admin === null) throw new Error('daemon is not serving');
-    return { proxy: this.proxy.address(), admin: this.admin.address() };
+    if (this.admin === null) throw new Error('daemon is not serving');
+    return { proxy: this.proxyAddress(), admin: this.admin.address() };
   }
 
   /** Graceful stop: stop accepting, let in-flight requests finish, flush key uses, close the store. */
@@ -364,7 +431,7 @@ export class Daemon {
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     this.event({ type: 'stop' });
     await this.watcher?.close();
-    await Promise.all([this.proxy?.close(graceMs), this.admin?.close()]);
+    await Promise.all([this.proxy?.close(graceMs), this.workers?.stop(graceMs), this.admin?.close()]);
     await this.flushLastUsed();
     await this.control?.close();
     await new Promise<void>((resolve) => (this.demo === null ? resolve() : this.demo.close(() => resolve())));

@@ -29,8 +29,12 @@ export class TableFeed<M extends { t: string }> {
 
   constructor(
     readonly table: KeyTable,
-    /** Every other message, in order, once the updates before it are applied. */
-    private readonly other: (m: M) => void,
+    /**
+     * Every other message, in order, once the updates before it are applied.
+     * Returns true to let pending promise reactions run before the next message
+     * is taken (after a call's answer, so that its awaiter acts before any later update).
+     */
+    private readonly other: (m: M) => boolean | void,
     /** Each update, once applied here. */
     private readonly applied: (m: TableUpdate) => void = () => undefined,
   ) {}
@@ -47,7 +51,12 @@ export class TableFeed<M extends { t: string }> {
 
   private drain(): void {
     this.draining = true;
-    while (this.building === null && this.inbox.length > 0) this.take(this.inbox.shift() as M | TableUpdate);
+    while (this.building === null && this.inbox.length > 0) {
+      if (this.take(this.inbox.shift() as M | TableUpdate)) {
+        setImmediate(() => this.drain());
+        return;
+      }
+    }
     if (this.building !== null) {
       const b = this.building;
       const slice = b.slices[b.next++];
@@ -63,18 +72,19 @@ export class TableFeed<M extends { t: string }> {
     this.draining = false;
   }
 
-  private take(m: M | TableUpdate): void {
+  /** Takes one message; true when the rest must wait for the next turn of the event loop. */
+  private take(m: M | TableUpdate): boolean {
     if (m.t === 'table') {
       const t = m as TableMessage;
       this.building = { builder: new TableBuilder(t.position, t.groups), slices: t.slices, next: 0, message: t };
-      return;
+      return false;
     }
     if (m.t === 'delta') {
       const d = m as DeltaMessage;
       this.table.apply(d);
       this.applied(d);
-      return;
+      return false;
     }
-    this.other(m as M);
+    return this.other(m as M) === true;
   }
 }
