@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { eventually, startServe, startUpstream } from './helpers/serve.ts';
 import { tempConfig } from './helpers/tmp.ts';
 import { sha256 } from './helpers/config.ts';
@@ -53,6 +54,36 @@ async function many(base: string, key: string, n = 40): Promise<{ statuses: Set<
   return { statuses, workers };
 }
 
+/** Connections opened beforehand, so that a request can be sent on each the moment something happens. */
+async function openConnections(base: string, n: number): Promise<net.Socket[]> {
+  const u = new URL(base);
+  return Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(Number(u.port), u.hostname, () => resolve(s));
+          s.on('error', reject);
+        }),
+    ),
+  );
+}
+
+/** Sends one request on each socket at once; resolves with each answer's status. */
+function sendOnEach(sockets: net.Socket[], key: string): Promise<number[]> {
+  return Promise.all(
+    sockets.map(
+      (s, i) =>
+        new Promise<number>((resolve) => {
+          let got = '';
+          s.on('data', (c: Buffer) => (got += c.toString('latin1')));
+          s.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1] ?? 0)));
+          s.write(`GET /w/at-once-${i} HTTP/1.1\r\nHost: keygate\r\nx-api-key: ${key}\r\nConnection: close\r\n\r\n`);
+        }),
+    ),
+  );
+}
+
 async function admin(base: string, method: string, path: string, body?: object): Promise<{ status: number; json: Record<string, unknown> }> {
   const r = await fetch(`${base}${path}`, {
     method,
@@ -88,10 +119,13 @@ test('with --workers 2, every worker enforces every change, and the daemon repor
   let created = '';
   let createdId = 0;
   await t.test('a key created through the API is admitted by every worker as soon as the API answers', async () => {
+    const ready = await openConnections(kg.proxy, 24);
     const r = await admin(kg.admin, 'POST', '/api/api-key', { name: 'made at run time', group_id: 2 });
     assert.equal(r.status, 200);
     created = r.json.unmasked_key as string;
     createdId = r.json.id as number;
+    // The moment the answer is in: one request on each of connections spread over both workers.
+    assert.deepEqual([...new Set(await sendOnEach(ready, created))], [200], 'a worker refused the new key after the API answered');
     const seen = await many(kg.proxy, created);
     assert.deepEqual([...seen.statuses], [200], 'a worker refused the new key after the API answered');
     assert.equal(seen.workers.size, 2);
@@ -108,7 +142,9 @@ test('with --workers 2, every worker enforces every change, and the daemon repor
   });
 
   await t.test('a deleted key is refused by every worker as soon as the API answers', async () => {
+    const ready = await openConnections(kg.proxy, 24);
     assert.equal((await admin(kg.admin, 'DELETE', `/api/api-key/${createdId}`)).status, 204);
+    assert.deepEqual([...new Set(await sendOnEach(ready, created))], [401], 'a worker admitted the deleted key after the API answered');
     const seen = await many(kg.proxy, created);
     assert.deepEqual([...seen.statuses], [401], 'a worker still admitted the deleted key');
   });
