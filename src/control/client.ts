@@ -120,9 +120,7 @@ export class ControlClient {
   /** Calls made while the control plane is being replaced wait for the new one. */
   private async call<N extends CallName>(name: N, args: Parameters<ControlCalls[N]>[0]): Promise<ReturnType<ControlCalls[N]>> {
     while (this.restarting !== null) await this.restarting;
-    const r = await this.send(name, args);
-    this.maybeRecycle();
-    return r;
+    return this.send(name, args);
   }
 
   /** Takes a message that is not a table update; true after an answer (its awaiter acts before later updates). */
@@ -144,6 +142,8 @@ export class ControlClient {
         return false;
       case 'heap':
         this.heapBytes = m.bytes;
+        // After the answer it follows has been taken: replace the control plane if it grew and nothing waits on it.
+        if (m.bytes > (this.opts.recycleHeapBytes ?? RECYCLE_HEAP_BYTES)) setImmediate(() => this.maybeRecycle());
         return false;
     }
   }
