@@ -218,6 +218,37 @@ async function pathTricks(t: TestContext, env: Env): Promise<void> {
     });
   }
 
+  await t.test('long and adversarial paths are answered, and the answer is right (no backtracking blow-up)', async () => {
+    // A run of letters followed by a character outside the old fast-path expression's class made it
+    // backtrack exponentially: the first took 6.6 s, and 60 letters would take longer than anyone waits.
+    // Meanwhile, every other client waited too. The client timeouts below are hang guards only.
+    const cases: Array<[string, number]> = [
+      ['/api/card/quarterly_revenue_report.json', 200],
+      [`/api/card/${'quarterly_revenue_report_'.repeat(3)}x.json`, 200],
+      [`/api/card/${'a'.repeat(4000)}"`, 200],
+      [`/api/card/${'a'.repeat(200)}%41`, 200],
+      [`/api/card/${'x/'.repeat(3000)}end.json`, 200],
+      [`/api/card/${'./'.repeat(2000)}dots`, 200],
+      [`/api/admin/${'a'.repeat(100)}.json`, 403],
+      [`/api/card/${'a'.repeat(9000)}.json`, 414],
+    ];
+    const answers = await Promise.all(
+      cases.map(([path]) => call(env.proxy, path, { headers: { 'x-api-key': READER_KEY }, timeoutMs: 60_000 })),
+    );
+    // An ordinary request sent while those run is answered too.
+    const other = await call(env.proxy, '/api/card/5', { headers: { 'x-api-key': READER_KEY }, timeoutMs: 60_000 });
+    assert.equal(other.status, 200);
+    cases.forEach(([path, status], i) => {
+      const a = answers[i] as { status: number; text: string };
+      assert.equal(a.status, status, `${path.slice(0, 60)}… (${path.length} characters): ${a.text.slice(0, 200)}`);
+      if (status === 414) assert.equal((JSON.parse(a.text) as { error: string }).error, 'uri_too_long');
+    });
+    const seen = env.up.seen.map((r) => r.url);
+    assert.ok(seen.includes('/api/card/quarterly_revenue_report.json'));
+    assert.ok(seen.includes('/api/card/dots'), 'the dot segments were resolved before forwarding');
+    assert.ok(!seen.some((u) => u.startsWith('/api/admin/')), 'a forbidden long path reached the upstream');
+  });
+
   await t.test('a key narrowed to /api/card/1 reaches nothing else through the same tricks', async () => {
     for (const target of ['/api/card/1/../2', '/api/card/1/..;/2', '/api/card/%31/../2', '/api/card/1;/../2', '//api/card/2', '/api/card/1/.', '/api/card/1%2f..%2f2']) {
       const r = await probe(env, `narrow ${target}`, withKey(target, NARROW_KEY));

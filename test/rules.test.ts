@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normalizeTarget } from '../src/rules/path.ts';
+import fc from 'fast-check';
+import { MAX_PATH_LENGTH, normalizeTarget } from '../src/rules/path.ts';
 import { compileRules, patternProblem, rulesAllow } from '../src/rules/match.ts';
 import { FailedAuthThrottle } from '../src/proxy/throttle.ts';
 import {
@@ -56,6 +57,97 @@ test('refuses paths that cannot be normalised safely', () => {
   }
 });
 
+/**
+ * The normaliser as the contract states it, written for clarity, not speed (regular
+ * expressions are fine here: the inputs are short). The real one must agree with it.
+ */
+function referenceNormalize(target: string): { path: string; segments: string[] } | null {
+  if (!target.startsWith('/')) return null;
+  const path = target.split('?')[0] as string;
+  if (/[^\x21-\x7e]|[\\#]/.test(path)) return null;
+  if (/%(?![0-9A-Fa-f]{2})/.test(path)) return null;
+  if (/%(2f|5c|00)/i.test(path)) return null;
+  const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (_m, h: string) => {
+    const c = String.fromCharCode(Number.parseInt(h, 16));
+    return /[A-Za-z0-9\-._~]/.test(c) ? c : `%${h.toUpperCase()}`;
+  });
+  const parts = decoded.split('/').slice(1);
+  const out: string[] = [];
+  for (const seg of parts) {
+    if (/^\.\.?;/.test(seg)) return null;
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') {
+      if (out.length === 0) return null;
+      out.pop();
+    } else out.push(seg);
+  }
+  const last = parts[parts.length - 1];
+  const slash = out.length > 0 && (decoded.length > 1 && decoded.endsWith('/') || last === '.' || last === '..');
+  return { path: `/${out.join('/')}${slash ? '/' : ''}`, segments: out };
+}
+
+test('long and adversarial paths are normalised with the right result', () => {
+  const word = 'quarterly_revenue_report';
+  // The shape that made the old fast-path expression backtrack exponentially: a run of
+  // "plain" characters followed by one outside its class.
+  for (const tail of ['.json', '"', '%41', '^', '|x', '[', '%zz', ' ']) {
+    for (const n of [1, 30, 200, 2000]) {
+      const p = `/api/card/${word.repeat(n).slice(0, 4 * n + 20)}${tail}`;
+      const ref = referenceNormalize(p);
+      const r = normalizeTarget(p);
+      assert.equal(r.ok, ref !== null, `${tail} × ${n}`);
+      if (r.ok && ref !== null) {
+        assert.equal(r.path, ref.path);
+        assert.deepEqual(r.segments, ref.segments);
+      }
+    }
+  }
+  assert.equal(norm('/api/card/quarterly_revenue_report.json'), '/api/card/quarterly_revenue_report.json');
+  // Thousands of segments, of every kind the slow path handles.
+  const many = `/${Array.from({ length: 2000 }, (_, i) => ['a', '.', 'b', '..', '', '%61', 'c;x'][i % 7]).join('/')}`;
+  const ref = referenceNormalize(many);
+  const r = normalizeTarget(many);
+  assert.ok(r.ok && ref !== null);
+  assert.equal(r.path, ref.path);
+  assert.equal(r.segments.length, ref.segments.length);
+  const deep = `/${'x/'.repeat(4000)}`;
+  const d = normalizeTarget(deep);
+  assert.ok(d.ok);
+  assert.equal(d.segments.length, 4000);
+  assert.equal(d.path, deep);
+  assert.equal(normalizeTarget(`/${'%2e%2e/'.repeat(100)}`).ok, false, 'climbs above the root');
+  assert.equal(normalizeTarget(`/a/${'./'.repeat(4000)}b`).ok && norm(`/a/${'./'.repeat(4000)}b`), '/a/b');
+});
+
+test(`a path longer than ${MAX_PATH_LENGTH} characters is refused as too long; its query does not count`, () => {
+  const at = `/${'a'.repeat(MAX_PATH_LENGTH - 1)}`;
+  assert.equal(normalizeTarget(at).ok, true);
+  assert.equal(normalizeTarget(`${at}?${'q'.repeat(20_000)}`).ok, true);
+  const over = normalizeTarget(`${at}b`);
+  assert.equal(over.ok, false);
+  assert.equal(!over.ok && over.tooLong, true);
+  const overSlow = normalizeTarget(`/${'%41'.repeat(MAX_PATH_LENGTH)}`);
+  assert.equal(!overSlow.ok && overSlow.tooLong, true);
+});
+
+test('the normaliser agrees with the reference on random paths', () => {
+  const piece = fc.constantFrom('a', 'Z', '9', '.', '..', '/', '//', '%2e', '%2E', '%41', '%7e', '%20', '%2f', '%5C', '%00', '%zz', '%4', ';', ';x', '~', '_', '-', '"', '\\', '#', ' ', '\u00e9', '@', ':', '*');
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 40 }), fc.boolean(), (pieces, query) => {
+      const target = `/${pieces.join('')}${query ? '?a=../b' : ''}`;
+      const ref = referenceNormalize(target);
+      const r = normalizeTarget(target);
+      assert.equal(r.ok, ref !== null, target);
+      if (r.ok && ref !== null) {
+        assert.equal(r.path, ref.path, target);
+        assert.deepEqual(r.segments, ref.segments, target);
+        assert.equal(r.query, query ? '?a=../b' : '');
+      }
+    }),
+    { numRuns: 5000 },
+  );
+});
+
 test('matches * to one segment and ** to any number, with methods', () => {
   const rules = compileRules([
     { methods: ['GET', 'HEAD'], paths: ['/api/card/*', '/api/dashboard/**'] },
@@ -76,6 +168,40 @@ test('matches * to one segment and ** to any number, with methods', () => {
   assert.equal(allows('GET', '/public/x'), false);
   assert.equal(allows('GET', '/API/card/1'), false, 'matching is case-sensitive');
   assert.equal(allows('GET', '/api/card/1/../../user/1'), false);
+});
+
+/** `**` as the contract states it: every split tried (exponential in the number of `**`; fine on small inputs). */
+function referenceMatch(p: readonly string[], s: readonly string[]): boolean {
+  if (p.length === 0) return s.length === 0;
+  const [head, ...rest] = p;
+  if (head === '**') {
+    for (let k = 0; k <= s.length; k++) if (referenceMatch(rest, s.slice(k))) return true;
+    return false;
+  }
+  return s.length > 0 && (head === '*' || head === s[0]) && referenceMatch(rest, s.slice(1));
+}
+
+test('rules with several ** agree with the reference on random paths', () => {
+  const seg = fc.constantFrom('a', 'b', 'c');
+  const pat = fc.array(fc.constantFrom('a', 'b', '*', '**'), { maxLength: 7 });
+  fc.assert(
+    fc.property(pat, fc.array(seg, { maxLength: 10 }), (p, s) => {
+      const rules = compileRules([{ paths: [`/${p.join('/')}`] }]);
+      assert.equal(rulesAllow(rules, 'GET', s), referenceMatch(p, s), `/${p.join('/')} against /${s.join('/')}`);
+    }),
+    { numRuns: 5000 },
+  );
+});
+
+test('a pattern with many ** against a path of thousands of segments gets the right answer', () => {
+  const rules = compileRules([{ paths: ['/**/a/**/b/**/c/**/d'] }]);
+  const segs = Array.from({ length: 4000 }, () => 'a');
+  assert.equal(rulesAllow(rules, 'GET', segs), false);
+  assert.equal(rulesAllow(rules, 'GET', [...segs, 'b', 'c', 'x', 'd']), true);
+  assert.equal(rulesAllow(rules, 'GET', [...segs, 'b', 'c', 'x', 'd', 'e']), false);
+  const star = compileRules([{ paths: ['/**/*/*/*/z'] }]);
+  assert.equal(rulesAllow(star, 'GET', segs), false);
+  assert.equal(rulesAllow(star, 'GET', [...segs, 'z']), true);
 });
 
 test('no rules allow everything; an empty list allows nothing', () => {

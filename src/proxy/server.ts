@@ -194,7 +194,10 @@ export class ProxyServer {
     }
     const p = auth.principal;
     const norm = normalizeTarget(req.url ?? '');
-    if (!norm.ok) return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
+    if (!norm.ok) {
+      if (norm.tooLong === true) return { ok: false, status: 414, code: 'uri_too_long', outcome: 'bad_request', principal: p };
+      return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
+    }
     const method = req.method ?? 'GET';
     if (!rulesAllow(p.groupRules, method, norm.segments) || !rulesAllow(p.keyRules, method, norm.segments)) {
       return { ok: false, status: 403, code: 'forbidden', outcome: 'forbidden', principal: p };
