@@ -398,6 +398,43 @@ async function headerTricks(t: TestContext, env: Env): Promise<void> {
     assert.equal(seen.headers['x-api-key-name'], 'reader');
     assert.equal(seen.rawHeaders.filter((h) => h.toLowerCase() === 'x-api-key-group').length, 1);
   });
+
+  await t.test('underscore spellings, Forwarded and URL overrides never reach the upstream as the client sent them', async () => {
+    // CGI-style servers map x_api_key_group and x-api-key-group to the same variable; IIS and
+    // Symfony route on X-Original-URL / X-Rewrite-URL; Forwarded is read like X-Forwarded-*.
+    const r = await probe(
+      env,
+      'header spoofing',
+      withKey('/api/card/1', READER_KEY, [
+        'x_api_key_group: admin',
+        'X_Api_Key_Name: admin',
+        'x_api_key_id: 1',
+        `x_api_key: ${ADMIN_KEY}`,
+        'X_Forwarded_For: 6.6.6.6',
+        'Forwarded: for=6.6.6.6;proto=https;host=admin.internal',
+        'forwarded: for=7.7.7.7',
+        'X-Forwarded-Prefix: /admin',
+        'X-Forwarded-Port: 443',
+        'X-Original-URL: /admin/settings',
+        'x-rewrite-url: /admin/settings',
+        'X_Original_URL: /admin/settings',
+        'x_http_method_override: DELETE',
+        'x_custom_header: kept',
+      ]),
+    );
+    assert.deepEqual(r.answer.statuses, [200]);
+    const seen = r.seen[0];
+    assert.ok(seen);
+    const names = seen.rawHeaders.filter((_h, i) => i % 2 === 0).map((h) => h.toLowerCase());
+    for (const dropped of ['x_api_key_group', 'x_api_key_name', 'x_api_key_id', 'x_api_key', 'x_forwarded_for', 'x-forwarded-prefix', 'x-forwarded-port', 'x-original-url', 'x-rewrite-url', 'x_original_url', 'x_http_method_override']) {
+      assert.ok(!names.includes(dropped), `${dropped} reached the upstream`);
+    }
+    assert.ok(names.includes('x_custom_header'), 'other underscore headers pass through');
+    assert.equal(names.filter((n) => n === 'forwarded').length, 1);
+    assert.equal(seen.headers.forwarded, 'for=127.0.0.1;proto=http;host=gateway.test', 'the client\'s Forwarded was replaced by keygate\'s own');
+    assert.equal(seen.headers['x-api-key-group'], 'readers');
+    assert.ok(!JSON.stringify(seen.rawHeaders).includes(ADMIN_KEY), 'the underscore key header reached the upstream');
+  });
 }
 
 async function smugglingShapes(t: TestContext, env: Env): Promise<void> {

@@ -262,6 +262,33 @@ test('forwarded headers: untrusted peers are replaced, trusted proxies appended 
   assert.equal(names.get('x-api-key-name'), encodeURIComponent('clé ✓'), 'names HTTP cannot carry are percent-encoded');
 });
 
+test('Forwarded is replaced for untrusted peers and appended to for trusted proxies, like X-Forwarded-For', () => {
+  const raw = ['Host', 'api.example:8443', 'Forwarded', 'for=192.0.2.1;proto=https', 'Forwarded', 'for=192.0.2.2', 'X-Forwarded-Prefix', '/base', 'X-Forwarded-Port', '443'];
+  const who = identityHeaders({ id: 7, name: 'bot', group: 'readers' });
+  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
+  const all = (h: string[], name: string): string[] => h.filter((_v, i) => i % 2 === 1 && (h[i - 1] as string).toLowerCase() === name);
+  const untrusted = upstreamRequestHeaders(raw, who, '10.0.0.9', false, opts);
+  assert.deepEqual(all(untrusted, 'forwarded'), ['for=10.0.0.9;proto=http;host="api.example:8443"']);
+  assert.deepEqual(all(untrusted, 'x-forwarded-prefix'), [], 'other X-Forwarded-* from an untrusted peer are dropped');
+  const trusted = upstreamRequestHeaders(raw, who, '10.0.0.9', true, opts);
+  assert.deepEqual(all(trusted, 'forwarded'), ['for=192.0.2.1;proto=https, for=192.0.2.2, for=10.0.0.9;proto=http;host="api.example:8443"']);
+  assert.deepEqual(all(trusted, 'x-forwarded-prefix'), ['/base']);
+  assert.deepEqual(all(trusted, 'x-forwarded-port'), ['443']);
+  const v6 = upstreamRequestHeaders(['Host', 'h'], who, '2001:db8::1', false, opts);
+  assert.deepEqual(all(v6, 'forwarded'), ['for="[2001:db8::1]";proto=http;host=h']);
+  const odd = upstreamRequestHeaders(['Host', 'a"b\\c'], who, '10.0.0.9', false, opts);
+  assert.deepEqual(all(odd, 'forwarded'), ['for=10.0.0.9;proto=http;host="a\\"b\\\\c"'], 'quotes and backslashes in a quoted value are escaped');
+});
+
+test('underscore spellings of the key, identity and forwarding headers, and URL overrides, are dropped', () => {
+  const raw = ['X_Api_Key_Group', 'admin', 'x_api_key_id', '1', 'x_api_key_name', 'n', 'x_api_key', 'secret', 'X-Original-URL', '/admin', 'X-Rewrite-Url', '/admin', 'x_original_url', '/admin', 'X_Forwarded_Host', 'evil', 'x_http_method_override', 'DELETE', 'my_header', 'kept', 'X-Token', 'kept too'];
+  const head = readRequestHead(raw, { keyHeader: 'x-api-key', forwardKey: true, upgrade: false });
+  assert.deepEqual(head.forward, ['my_header', 'kept', 'X-Token', 'kept too']);
+  assert.equal(head.key, undefined, 'an underscore spelling is not read as the key');
+  const renamed = readRequestHead(['x_token', 'k', 'x-token', 'the key'], { keyHeader: 'x-token', forwardKey: true, upgrade: false });
+  assert.deepEqual(renamed.forward, ['x-token', 'the key'], 'a renamed key header is matched too');
+});
+
 test('response headers lose hop-by-hop fields and gain via', () => {
   const raw = ['Content-Type', 'text/plain', 'Connection', 'close', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'Via', '1.0 other'].map((s) => Buffer.from(s));
   const out = downstreamResponseHeaders(raw, '1.1 keygate-test');
