@@ -290,7 +290,9 @@ test('underscore spellings of the key, identity and forwarding headers, and URL 
 });
 
 test('response headers lose hop-by-hop fields and gain via', () => {
-  const raw = ['Content-Type', 'text/plain', 'Connection', 'close', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'Via', '1.0 other'].map((s) => Buffer.from(s));
-  const out = downstreamResponseHeaders(raw, '1.1 keygate-test');
-  assert.deepEqual(out, ['Content-Type', 'text/plain', 'Via', '1.0 other, 1.1 keygate-test']);
+  const parsed = { 'content-type': 'text/plain', connection: 'close', 'keep-alive': 'timeout=5', 'transfer-encoding': 'chunked', via: '1.0 other', 'set-cookie': ['a=1', 'b=2'] };
+  const out = downstreamResponseHeaders(parsed, '1.1 keygate-test');
+  assert.deepEqual(out, ['content-type', 'text/plain', 'via', '1.0 other, 1.1 keygate-test', 'set-cookie', 'a=1', 'set-cookie', 'b=2']);
+  const named = downstreamResponseHeaders({ connection: 'x-hop, keep-alive', 'x-hop': '1', 'x-kept': '2' }, '1.1 keygate-test');
+  assert.deepEqual(named, ['x-kept', '2', 'via', '1.1 keygate-test'], 'headers named in Connection are hop-by-hop');
 });

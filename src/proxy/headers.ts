@@ -217,32 +217,35 @@ export function upstreamHeaders(head: RequestHead, identity: readonly string[], 
   return out;
 }
 
-/** Response headers from undici's raw list, hop-by-hop removed, `via` added; one pass unless Connection names other headers. */
-export function downstreamResponseHeaders(raw: readonly Buffer[], via: string): string[] {
+/**
+ * Response headers as undici parsed them (names lower-cased and interned, values strings or arrays)
+ * into the flat list written to the client: hop-by-hop headers removed, and those named in
+ * `Connection`; `via` appended to. One pass unless Connection names other headers.
+ */
+export function downstreamResponseHeaders(headers: Readonly<Record<string, string | string[] | undefined>>, via: string): string[] {
   const out: string[] = [];
   let connection: string | undefined;
-  let viaAt = -1;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') {
-        const v = (raw[i + 1] as Buffer).toString('latin1');
-        connection = connection === undefined ? v : `${connection}, ${v}`;
-      }
+  let sawVia = false;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (HOP_BY_HOP.has(name)) {
+      if (name === 'connection') connection = typeof v === 'string' ? v : v.join(', ');
       continue;
     }
-    if (lower === 'via') viaAt = out.length;
-    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+    if (name === 'via') {
+      sawVia = true;
+      out.push('via', `${typeof v === 'string' ? v : v.join(', ')}, ${via}`);
+    } else if (typeof v === 'string') out.push(name, v);
+    else for (let i = 0; i < v.length; i++) out.push(name, v[i] as string);
   }
-  if (viaAt === -1) out.push('via', via);
-  else out[viaAt + 1] = `${out[viaAt + 1] as string}, ${via}`;
+  if (!sawVia) out.push('via', via);
   if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
     const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
     named.delete('via');
     let j = 0;
     for (let i = 0; i < out.length; i += 2) {
-      if (named.has((out[i] as string).toLowerCase())) continue;
+      if (named.has(out[i] as string)) continue;
       out[j++] = out[i] as string;
       out[j++] = out[i + 1] as string;
     }
