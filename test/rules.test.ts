@@ -234,7 +234,7 @@ test('the failed-auth bucket empties after N failures and refills over a minute'
 test('forwarded headers: untrusted peers are replaced, trusted proxies appended to', () => {
   const raw = ['X-HTTP-Method-Override', 'DELETE', 'Host', 'api.example', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Api-Key', 'secret', 'Connection', 'keep-alive, x-drop', 'X-Drop', '1', 'X-Api-Key-Group', 'admin'];
   const who = identityHeaders({ id: 7, name: 'bot', group: 'readers' });
-  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
+  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test' };
   const pairs = (h: string[]): Map<string, string> => {
     const m = new Map<string, string>();
     for (let i = 0; i < h.length; i += 2) m.set((h[i] as string).toLowerCase(), h[i + 1] as string);
@@ -265,7 +265,7 @@ test('forwarded headers: untrusted peers are replaced, trusted proxies appended 
 test('Forwarded is replaced for untrusted peers and appended to for trusted proxies, like X-Forwarded-For', () => {
   const raw = ['Host', 'api.example:8443', 'Forwarded', 'for=192.0.2.1;proto=https', 'Forwarded', 'for=192.0.2.2', 'X-Forwarded-Prefix', '/base', 'X-Forwarded-Port', '443'];
   const who = identityHeaders({ id: 7, name: 'bot', group: 'readers' });
-  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test', upgrade: false };
+  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test' };
   const all = (h: string[], name: string): string[] => h.filter((_v, i) => i % 2 === 1 && (h[i - 1] as string).toLowerCase() === name);
   const untrusted = upstreamRequestHeaders(raw, who, '10.0.0.9', false, opts);
   assert.deepEqual(all(untrusted, 'forwarded'), ['for=10.0.0.9;proto=http;host="api.example:8443"']);
@@ -282,10 +282,10 @@ test('Forwarded is replaced for untrusted peers and appended to for trusted prox
 
 test('underscore spellings of the key, identity and forwarding headers, and URL overrides, are dropped', () => {
   const raw = ['X_Api_Key_Group', 'admin', 'x_api_key_id', '1', 'x_api_key_name', 'n', 'x_api_key', 'secret', 'X-Original-URL', '/admin', 'X-Rewrite-Url', '/admin', 'x_original_url', '/admin', 'X_Forwarded_Host', 'evil', 'x_http_method_override', 'DELETE', 'my_header', 'kept', 'X-Token', 'kept too'];
-  const head = readRequestHead(raw, { keyHeader: 'x-api-key', forwardKey: true, upgrade: false });
+  const head = readRequestHead(raw, { keyHeader: 'x-api-key', forwardKey: true });
   assert.deepEqual(head.forward, ['my_header', 'kept', 'X-Token', 'kept too']);
   assert.equal(head.key, undefined, 'an underscore spelling is not read as the key');
-  const renamed = readRequestHead(['x_token', 'k', 'x-token', 'the key'], { keyHeader: 'x-token', forwardKey: true, upgrade: false });
+  const renamed = readRequestHead(['x_token', 'k', 'x-token', 'the key'], { keyHeader: 'x-token', forwardKey: true });
   assert.deepEqual(renamed.forward, ['x-token', 'the key'], 'a renamed key header is matched too');
 });
 

@@ -11,6 +11,8 @@ export const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // An h2c upgrade's settings: meaningless without the upgrade, which keygate never forwards (tunnel.ts).
+  'http2-settings',
 ]);
 
 export const IDENTITY_HEADERS = ['x-api-key-id', 'x-api-key-name', 'x-api-key-group'] as const;
@@ -60,8 +62,6 @@ export interface HeaderOptions {
   keyHeader: string;
   forwardKey: boolean;
   via: string;
-  /** Keep hop-by-hop `connection`/`upgrade` (for tunnelled upgrades). */
-  upgrade: boolean;
 }
 
 /**
@@ -142,10 +142,6 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
         continue;
       case 'connection':
         connection = connection === undefined ? value : `${connection}, ${value}`;
-        if (opts.upgrade) break;
-        continue;
-      case 'upgrade':
-        if (opts.upgrade) break;
         continue;
       case 'x-forwarded-for':
         xff = xff === undefined ? value : `${xff}, ${value}`;
@@ -175,7 +171,6 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
   // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1): rare, so a second pass only then.
   if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
     const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
-    if (opts.upgrade) named.delete('upgrade');
     let j = 0;
     for (let i = 0; i < forward.length; i += 2) {
       const lower = (forward[i] as string).toLowerCase();
