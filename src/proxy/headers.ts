@@ -13,6 +13,8 @@ export const HOP_BY_HOP = new Set([
   'upgrade',
   // An h2c upgrade's settings: meaningless without the upgrade, which keygate never forwards (tunnel.ts).
   'http2-settings',
+  // keygate answers Expect: 100-continue itself, after authentication (server.ts); undici refuses to forward it.
+  'expect',
 ]);
 
 export const IDENTITY_HEADERS = ['x-api-key-id', 'x-api-key-name', 'x-api-key-group'] as const;

@@ -137,6 +137,7 @@ export class ProxyServer {
       this.onRequest(req, res),
     );
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== 'ECONNRESET') {
         if (err.code === 'HPE_HEADER_OVERFLOW') rawClientError(socket, 431, 'headers_too_large', this.config.keyHeader);
@@ -253,17 +254,25 @@ export class ProxyServer {
     return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via);
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * One request. `expectsContinue`: it carries `Expect: 100-continue` (Node's 'checkContinue'
+   * event, which stops Node from answering 100 Continue by itself): the client is invited to send
+   * its body only once the request is admitted; a refused one is answered and its connection closed,
+   * since the body it announced will not come.
+   */
+  private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const start = performance.now();
     const now = Date.now();
     const head = this.readHead(req);
     const c = this.check(req, head, now);
     if (!c.ok) {
-      sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(c.extra ? { extra: c.extra } : {}) });
+      const extra = expectsContinue ? { ...c.extra, connection: 'close' } : c.extra;
+      sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(extra ? { extra } : {}) });
       this.record(req, c.status, c.outcome, c.principal, start);
-      if (head.hasBody && !req.complete) drainRefusedBody(req);
+      if (!expectsContinue && head.hasBody && !req.complete) drainRefusedBody(req);
       return;
     }
+    if (expectsContinue) res.writeContinue();
     const headers = this.headersFor(req, head, c.principal);
     const ctx: Forwarded = { req, res, principal: c.principal, start };
     forward(this.pool, req, res, c.target, headers, head.hasBody, this.via, this.config.upstreamTimeoutMs, ctx, this.onForwarded);
