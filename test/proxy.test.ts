@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { WebSocketServer, WebSocket } from 'ws';
 import { tempConfig } from './helpers/tmp.ts';
 import { runCli } from './helpers/cli.ts';
-import { eventually, freePort, sleep, startServe, startUpstream } from './helpers/serve.ts';
+import { eventually, freePort, startServe, startUpstream } from './helpers/serve.ts';
 
 const ADMIN_KEY = 'kg_test_admin_key_0123456789abcdef';
 const READER_KEY = 'kg_test_reader_key_0123456789abcdef';
@@ -470,14 +470,23 @@ test('upstream failures give 502 and 504, and a client abort closes the upstream
   assert.equal(slow.status, 504);
   assert.equal(slow.json().error, 'gateway_timeout');
 
-  // A client that goes away: the upstream sees its request closed.
+  // A client that goes away: the upstream sees its request closed. (On a keygate whose upstream
+  // timeout is far away, so that only the client's going can have closed it.)
+  const patientDir = tempConfig(t, config(up.url).replace('upstream_timeout_ms: 700', 'upstream_timeout_ms: 600000'));
+  const patient = await startServe(t, patientDir.config, { args: ['--db', patientDir.db] });
   closedEarly = false;
-  const req = http.request(`${kg.proxy}/slow`, { headers: { 'x-api-key': ADMIN_KEY } });
+  const seenBefore = up.seen.length;
+  const req = http.request(`${patient.proxy}/slow`, { headers: { 'x-api-key': ADMIN_KEY } });
   req.on('error', () => undefined);
   req.end();
-  await sleep(150);
+  // Once the upstream has the request (an event, not a delay), the client goes away.
+  assert.ok(await eventually(() => up.seen.length > seenBefore, 10_000), 'the request never reached the upstream');
   req.destroy();
-  assert.ok(await eventually(() => closedEarly, 2000), 'upstream request was not aborted');
+  assert.ok(await eventually(() => closedEarly, 10_000), 'upstream request was not aborted');
+  assert.ok(
+    await eventually(() => /"path":"\/slow","status":499,"outcome":"client_closed"/.test(patient.stderr()), 10_000),
+    `no client_closed line:\n${patient.stderr()}`,
+  );
 
   const deadPort = await freePort();
   const dir2 = tempConfig(t, config(`http://127.0.0.1:${deadPort}`));
