@@ -286,13 +286,20 @@ test('only WebSocket upgrades are tunnelled: h2c and unknown upgrades are forwar
   const kg = await startServe(t, dir.config, { args: ['--db', dir.db] });
   const u = new URL(kg.proxy);
 
-  /** Sends `first`; once its answer is complete, sends `then` on the same connection; collects everything. */
-  const conversation = (first: string, then: string): Promise<string> =>
+  /**
+   * Sends `first`; once its answer is complete, sends `then` on the same connection, and waits for
+   * keygate to close the connection (hang guard: 10 s, then `closed` is false).
+   */
+  const conversation = (first: string, then: string): Promise<{ text: string; closed: boolean }> =>
     new Promise((resolve) => {
       let text = '';
       let sent = false;
+      let guarded = false;
       const s = net.connect({ host: u.hostname, port: Number(u.port) });
-      const guard = setTimeout(() => s.destroy(), 10_000);
+      const guard = setTimeout(() => {
+        guarded = true;
+        s.destroy();
+      }, 10_000);
       s.on('error', () => undefined);
       s.on('connect', () => s.write(first));
       s.on('data', (c: Buffer) => {
@@ -302,13 +309,11 @@ test('only WebSocket upgrades are tunnelled: h2c and unknown upgrades are forwar
         if (!sent && end !== -1 && (cl === null || text.length >= end + 4 + Number(cl[1]))) {
           sent = true;
           s.write(then);
-          // Whatever keygate makes of the second part, the connection ends soon after.
-          setTimeout(() => s.end(), 300);
         }
       });
       s.on('close', () => {
         clearTimeout(guard);
-        resolve(text);
+        resolve({ text, closed: !guarded });
       });
     });
 
@@ -324,7 +329,7 @@ test('only WebSocket upgrades are tunnelled: h2c and unknown upgrades are forwar
       const path = `/api/plain/${label.replace(/\W+/g, '-')}`;
       const requestsBefore = up.requests.length;
       const upgradesBefore = up.upgrades.length;
-      const text = await conversation(`${method} ${path} HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: ${ADMIN_KEY}\r\n${headers}\r\n`, preface);
+      const { text, closed } = await conversation(`${method} ${path} HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: ${ADMIN_KEY}\r\n${headers}\r\n`, preface);
       const statuses = parseStatuses(text);
       assert.equal(statuses[0], 200, `answered:\n${text.slice(0, 400)}`);
       assert.ok(!statuses.includes(101), 'keygate passed a 101 Switching Protocols on');
@@ -341,15 +346,16 @@ test('only WebSocket upgrades are tunnelled: h2c and unknown upgrades are forwar
       assert.ok(!/upgrade/i.test(String(h.connection ?? '')), `Connection: ${String(h.connection)}`);
       assert.equal(h['x-api-key-name'], 'admin', 'the plain request went through keygate\'s checks');
       assert.deepEqual(up.afterSwitch, [], 'bytes reached the upstream over a switched connection');
-      // The preface line itself is refused by keygate (400) or the connection is closed: never forwarded.
+      // The preface is refused by keygate (400) or the connection closed: never forwarded.
       for (const s of statuses.slice(1)) assert.ok(s === 400 || s === 505, `the preface got ${s}`);
+      assert.ok(closed, 'keygate kept the connection open after the HTTP/2 preface');
     });
   }
 
   await t.test('a plain request with an h2c upgrade is still checked: no key, 401', async () => {
     const before = up.requests.length;
     const switchedBefore = up.afterSwitch.length;
-    const text = await conversation(
+    const { text } = await conversation(
       'GET /api/plain/anonymous HTTP/1.1\r\nHost: gateway.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
       preface,
     );
