@@ -384,7 +384,7 @@ test('YAML alias bombs ("billion laughs") are refused with a clear error, withou
   }
 });
 
-test('an alias bomb of scalars is refused too: 5,000 aliases of a 1 MB string', () => {
+test('an alias bomb of scalars is refused too: 5,000 aliases of a 1 MB string', (t) => {
   // js-yaml shares a scalar between its aliases, so the file loads in little memory; but
   // every alias is a full copy for whatever comes next (a 5 GB document once expanded,
   // and as many 1 MB rows in SQLite when aliased into descriptions).

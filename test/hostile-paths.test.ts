@@ -218,6 +218,37 @@ async function pathTricks(t: TestContext, env: Env): Promise<void> {
     });
   }
 
+  await t.test('long and adversarial paths are answered, and the answer is right (no backtracking blow-up)', async () => {
+    // A run of letters followed by a character outside the old fast-path expression's class made it
+    // backtrack exponentially: the first took 6.6 s, and 60 letters would take longer than anyone waits.
+    // Meanwhile, every other client waited too. The client timeouts below are hang guards only.
+    const cases: Array<[string, number]> = [
+      ['/api/card/quarterly_revenue_report.json', 200],
+      [`/api/card/${'quarterly_revenue_report_'.repeat(3)}x.json`, 200],
+      [`/api/card/${'a'.repeat(4000)}"`, 200],
+      [`/api/card/${'a'.repeat(200)}%41`, 200],
+      [`/api/card/${'x/'.repeat(3000)}end.json`, 200],
+      [`/api/card/${'./'.repeat(2000)}dots`, 200],
+      [`/api/admin/${'a'.repeat(100)}.json`, 403],
+      [`/api/card/${'a'.repeat(9000)}.json`, 414],
+    ];
+    const answers = await Promise.all(
+      cases.map(([path]) => call(env.proxy, path, { headers: { 'x-api-key': READER_KEY }, timeoutMs: 60_000 })),
+    );
+    // An ordinary request sent while those run is answered too.
+    const other = await call(env.proxy, '/api/card/5', { headers: { 'x-api-key': READER_KEY }, timeoutMs: 60_000 });
+    assert.equal(other.status, 200);
+    cases.forEach(([path, status], i) => {
+      const a = answers[i] as { status: number; text: string };
+      assert.equal(a.status, status, `${path.slice(0, 60)}… (${path.length} characters): ${a.text.slice(0, 200)}`);
+      if (status === 414) assert.equal((JSON.parse(a.text) as { error: string }).error, 'uri_too_long');
+    });
+    const seen = env.up.seen.map((r) => r.url);
+    assert.ok(seen.includes('/api/card/quarterly_revenue_report.json'));
+    assert.ok(seen.includes('/api/card/dots'), 'the dot segments were resolved before forwarding');
+    assert.ok(!seen.some((u) => u.startsWith('/api/admin/')), 'a forbidden long path reached the upstream');
+  });
+
   await t.test('a key narrowed to /api/card/1 reaches nothing else through the same tricks', async () => {
     for (const target of ['/api/card/1/../2', '/api/card/1/..;/2', '/api/card/%31/../2', '/api/card/1;/../2', '//api/card/2', '/api/card/1/.', '/api/card/1%2f..%2f2']) {
       const r = await probe(env, `narrow ${target}`, withKey(target, NARROW_KEY));
@@ -366,6 +397,43 @@ async function headerTricks(t: TestContext, env: Env): Promise<void> {
     assert.equal(seen.headers['x-api-key-group'], 'readers');
     assert.equal(seen.headers['x-api-key-name'], 'reader');
     assert.equal(seen.rawHeaders.filter((h) => h.toLowerCase() === 'x-api-key-group').length, 1);
+  });
+
+  await t.test('underscore spellings, Forwarded and URL overrides never reach the upstream as the client sent them', async () => {
+    // CGI-style servers map x_api_key_group and x-api-key-group to the same variable; IIS and
+    // Symfony route on X-Original-URL / X-Rewrite-URL; Forwarded is read like X-Forwarded-*.
+    const r = await probe(
+      env,
+      'header spoofing',
+      withKey('/api/card/1', READER_KEY, [
+        'x_api_key_group: admin',
+        'X_Api_Key_Name: admin',
+        'x_api_key_id: 1',
+        `x_api_key: ${ADMIN_KEY}`,
+        'X_Forwarded_For: 6.6.6.6',
+        'Forwarded: for=6.6.6.6;proto=https;host=admin.internal',
+        'forwarded: for=7.7.7.7',
+        'X-Forwarded-Prefix: /admin',
+        'X-Forwarded-Port: 443',
+        'X-Original-URL: /admin/settings',
+        'x-rewrite-url: /admin/settings',
+        'X_Original_URL: /admin/settings',
+        'x_http_method_override: DELETE',
+        'x_custom_header: kept',
+      ]),
+    );
+    assert.deepEqual(r.answer.statuses, [200]);
+    const seen = r.seen[0];
+    assert.ok(seen);
+    const names = seen.rawHeaders.filter((_h, i) => i % 2 === 0).map((h) => h.toLowerCase());
+    for (const dropped of ['x_api_key_group', 'x_api_key_name', 'x_api_key_id', 'x_api_key', 'x_forwarded_for', 'x-forwarded-prefix', 'x-forwarded-port', 'x-original-url', 'x-rewrite-url', 'x_original_url', 'x_http_method_override']) {
+      assert.ok(!names.includes(dropped), `${dropped} reached the upstream`);
+    }
+    assert.ok(names.includes('x_custom_header'), 'other underscore headers pass through');
+    assert.equal(names.filter((n) => n === 'forwarded').length, 1);
+    assert.equal(seen.headers.forwarded, 'for=127.0.0.1;proto=http;host=gateway.test', 'the client\'s Forwarded was replaced by keygate\'s own');
+    assert.equal(seen.headers['x-api-key-group'], 'readers');
+    assert.ok(!JSON.stringify(seen.rawHeaders).includes(ADMIN_KEY), 'the underscore key header reached the upstream');
   });
 }
 

@@ -3,12 +3,13 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { WebSocketServer, WebSocket } from 'ws';
 import { tempConfig } from './helpers/tmp.ts';
 import { runCli } from './helpers/cli.ts';
-import { eventually, freePort, sleep, startServe, startUpstream } from './helpers/serve.ts';
+import { eventually, freePort, startServe, startUpstream } from './helpers/serve.ts';
 
 const ADMIN_KEY = 'kg_test_admin_key_0123456789abcdef';
 const READER_KEY = 'kg_test_reader_key_0123456789abcdef';
@@ -344,6 +345,70 @@ test('a 100 MB upload and download pass through without the proxy holding them i
   assert.ok(peak - base < SIZE / 2, `proxy RSS grew by ${((peak - base) / 1e6).toFixed(1)} MB while 100 MB went each way`);
 });
 
+test('Expect: 100-continue: 100 Continue only after authentication; admitted uploads go through, refused ones are answered and closed', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    let n = 0;
+    req.on('data', (c: Buffer) => (n += c.length));
+    req.on('end', () => res.end(JSON.stringify({ received: n, expect: req.headers.expect ?? null })));
+  });
+  const dir = tempConfig(t, config(up.url));
+  const kg = await startServe(t, dir.config, { args: ['--db', dir.db] });
+  const u = new URL(kg.proxy);
+  const BODY = Buffer.alloc(300_000, 1);
+
+  await t.test('an admitted upload: 100 Continue, then the body reaches the upstream', async () => {
+    let continued = false;
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request(
+        { host: u.hostname, port: u.port, path: '/upload', method: 'POST', agent: false, headers: { 'x-api-key': ADMIN_KEY, expect: '100-continue', 'content-length': BODY.length } },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
+      req.on('continue', () => {
+        continued = true;
+        req.end(BODY);
+      });
+      req.on('error', reject);
+    });
+    assert.equal(answer.status, 200, answer.text);
+    assert.ok(continued, 'no 100 Continue');
+    assert.deepEqual(JSON.parse(answer.text), { received: BODY.length, expect: null });
+  });
+
+  for (const [label, key, path, status] of [
+    ['no key', null, '/upload', 401],
+    ['a key whose group may not POST', READER_KEY, '/api/card/1', 403],
+  ] as const) {
+    await t.test(`a refused upload (${label}) gets ${status} without 100 Continue, and the connection is closed`, async () => {
+      const before = up.seen.length;
+      const answer = await new Promise<{ text: string; closed: boolean }>((resolve) => {
+        let text = '';
+        const s = net.connect({ host: u.hostname, port: Number(u.port) });
+        const guard = setTimeout(() => {
+          s.destroy();
+          resolve({ text, closed: false });
+        }, 15_000);
+        s.on('error', () => undefined);
+        s.on('connect', () =>
+          s.write(`POST ${path} HTTP/1.1\r\nHost: gateway.test\r\n${key === null ? '' : `x-api-key: ${key}\r\n`}Expect: 100-continue\r\nContent-Length: ${BODY.length}\r\n\r\n`),
+        );
+        s.on('data', (c: Buffer) => (text += c.toString('latin1')));
+        s.on('close', () => {
+          clearTimeout(guard);
+          resolve({ text, closed: true });
+        });
+      });
+      assert.ok(answer.text.startsWith(`HTTP/1.1 ${status} `), `answered:\n${answer.text}`);
+      assert.ok(!answer.text.includes('100 Continue'), 'keygate invited the body of a refused request');
+      assert.ok(answer.closed, 'keygate kept the connection of a refused Expect request open, waiting for a body it refused');
+      assert.equal(up.seen.length, before, 'a refused upload reached the upstream');
+    });
+  }
+});
+
 test('WebSocket upgrades are authenticated, then tunnelled', async (t) => {
   const server = http.createServer();
   const wss = new WebSocketServer({ server });
@@ -405,14 +470,23 @@ test('upstream failures give 502 and 504, and a client abort closes the upstream
   assert.equal(slow.status, 504);
   assert.equal(slow.json().error, 'gateway_timeout');
 
-  // A client that goes away: the upstream sees its request closed.
+  // A client that goes away: the upstream sees its request closed. (On a keygate whose upstream
+  // timeout is far away, so that only the client's going can have closed it.)
+  const patientDir = tempConfig(t, config(up.url).replace('upstream_timeout_ms: 700', 'upstream_timeout_ms: 600000'));
+  const patient = await startServe(t, patientDir.config, { args: ['--db', patientDir.db] });
   closedEarly = false;
-  const req = http.request(`${kg.proxy}/slow`, { headers: { 'x-api-key': ADMIN_KEY } });
+  const seenBefore = up.seen.length;
+  const req = http.request(`${patient.proxy}/slow`, { headers: { 'x-api-key': ADMIN_KEY } });
   req.on('error', () => undefined);
   req.end();
-  await sleep(150);
+  // Once the upstream has the request (an event, not a delay), the client goes away.
+  assert.ok(await eventually(() => up.seen.length > seenBefore, 10_000), 'the request never reached the upstream');
   req.destroy();
-  assert.ok(await eventually(() => closedEarly, 2000), 'upstream request was not aborted');
+  assert.ok(await eventually(() => closedEarly, 10_000), 'upstream request was not aborted');
+  assert.ok(
+    await eventually(() => /"path":"\/slow","status":499,"outcome":"client_closed"/.test(patient.stderr()), 10_000),
+    `no client_closed line:\n${patient.stderr()}`,
+  );
 
   const deadPort = await freePort();
   const dir2 = tempConfig(t, config(`http://127.0.0.1:${deadPort}`));

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { downstreamResponseHeaders } from './headers.ts';
 
@@ -12,16 +12,28 @@ export type ForwardDone<C> = (ctx: C, outcome: ForwardOutcome) => void;
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 
+/** How an upstream error maps to keygate's answer: timeouts are 504, everything else 502. */
+export function upstreamFailure(err: Error & { code?: string }): { status: 502 | 504; code: 'bad_gateway' | 'gateway_timeout' } {
+  return TIMEOUT_CODES.has(err.code ?? '') ? { status: 504, code: 'gateway_timeout' } : { status: 502, code: 'bad_gateway' };
+}
+
+/** What the response's event listeners call on its handler (shared listeners: no closure per request). */
+interface ClientSide {
+  clientClosed(): void;
+  drained(): void;
+}
+
+type ForwardedResponse = ServerResponse & { keygateForwarding?: ClientSide };
+
 /**
- * undici's raw dispatch handler for one request. A class, so that the request
- * path allocates one small object instead of a handler literal and its
- * closures (the proxy's hot path; bench/RESULTS.md).
+ * undici's dispatch handler for one request, on its controller-based API. A
+ * class, so that the request path allocates one small object instead of a
+ * handler literal and its closures (the proxy's hot path; bench/RESULTS.md).
  */
-class Forwarding<C> {
-  private abortUpstream: ((err?: Error) => void) | null = null;
+class Forwarding<C> implements Dispatcher.DispatchHandler, ClientSide {
+  private controller: Dispatcher.DispatchController | null = null;
   private finished = false;
   private clientGone = false;
-  private resume: (() => void) | null = null;
 
   constructor(
     private readonly res: ServerResponse,
@@ -40,47 +52,51 @@ class Forwarding<C> {
   clientClosed(): void {
     if (this.res.writableFinished) return;
     this.clientGone = true;
-    this.abortUpstream?.(new Error('client closed the connection'));
+    this.controller?.abort(new Error('client closed the connection'));
     this.finish({ kind: 'aborted', status: this.res.headersSent ? this.res.statusCode : 499 });
   }
 
-  onConnect(abort: (err?: Error) => void): void {
-    this.abortUpstream = abort;
-    if (this.clientGone) abort(new Error('client closed the connection'));
+  /** The client drained what we wrote: let undici read the upstream again. */
+  drained(): void {
+    this.controller?.resume();
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true; // 1xx: Node sends its own 100-continue.
-    this.res.writeHead(statusCode, statusText, downstreamResponseHeaders(rawHeaders, this.via));
-    this.resume = resume;
-    return true;
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.clientGone) controller.abort(new Error('client closed the connection'));
   }
 
-  onData(chunk: Buffer): boolean {
-    const more = this.res.write(chunk);
-    // Backpressure: undici pauses the upstream until the client has drained.
-    if (!more && this.resume !== null) this.res.once('drain', this.resume);
-    return more;
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode < 200) return; // 1xx: keygate answers Expect: 100-continue itself.
+    // undici parsed the raw headers into this object already (lower-cased, interned names): no second pass over the Buffers.
+    this.res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(headers, this.via));
   }
 
-  onComplete(): void {
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    // Backpressure: undici stops reading the upstream until the client has drained.
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', onResponseDrain);
+    }
+  }
+
+  onResponseEnd(): void {
     this.res.end();
     this.finish({ kind: 'done', status: this.res.statusCode });
   }
 
-  onError(err: Error & { code?: string }): void {
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error & { code?: string }): void {
     if (this.clientGone) return;
-    const timeout = TIMEOUT_CODES.has(err.code ?? '');
-    this.finish({ kind: 'upstream_error', status: timeout ? 504 : 502, code: timeout ? 'gateway_timeout' : 'bad_gateway', err });
-  }
-
-  onUpgrade(): void {
-    // Upgrades are tunnelled by tunnel.ts, never dispatched here.
+    this.finish({ kind: 'upstream_error', ...upstreamFailure(err), err });
   }
 }
 
-function onResponseClose(this: ServerResponse & { keygateForwarding?: Forwarding<unknown> }): void {
+function onResponseClose(this: ForwardedResponse): void {
   this.keygateForwarding?.clientClosed();
+}
+
+function onResponseDrain(this: ForwardedResponse): void {
+  this.keygateForwarding?.drained();
 }
 
 /**
@@ -101,14 +117,14 @@ export function forward<C>(
   done: ForwardDone<C>,
 ): void {
   const handler = new Forwarding(res, via, ctx, done);
-  (res as ServerResponse & { keygateForwarding?: Forwarding<C> }).keygateForwarding = handler;
+  (res as ForwardedResponse).keygateForwarding = handler;
   res.once('close', onResponseClose);
   try {
     dispatcher.dispatch(
       { path, method: req.method ?? 'GET', headers, body: hasBody ? req : null, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
-      handler as unknown as Dispatcher.DispatchHandler,
+      handler,
     );
   } catch (err) {
-    handler.onError(err as Error);
+    handler.onResponseError(undefined, err as Error);
   }
 }

@@ -11,12 +11,20 @@ export const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // An h2c upgrade's settings: meaningless without the upgrade, which keygate never forwards (tunnel.ts).
+  'http2-settings',
+  // keygate answers Expect: 100-continue itself, after authentication (server.ts); undici refuses to forward it.
+  'expect',
 ]);
 
 export const IDENTITY_HEADERS = ['x-api-key-id', 'x-api-key-name', 'x-api-key-group'] as const;
-const REPLACED = new Set([...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via']);
-/** Method overrides would let a key allowed only GET make an upstream that honours them DELETE. */
-const METHOD_OVERRIDES = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
+const REPLACED = new Set([...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'via']);
+/**
+ * Never forwarded: method overrides would let a key allowed only GET make an upstream that honours
+ * them DELETE; `X-Original-URL` and `X-Rewrite-URL` make some upstreams (IIS, Symfony, Laminas)
+ * route on a path other than the one the rules checked.
+ */
+const STRIPPED = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url']);
 
 /** Header-safe text: a key name with characters HTTP cannot carry is percent-encoded. */
 export function headerSafe(value: string): string {
@@ -56,8 +64,6 @@ export interface HeaderOptions {
   keyHeader: string;
   forwardKey: boolean;
   via: string;
-  /** Keep hop-by-hop `connection`/`upgrade` (for tunnelled upgrades). */
-  upgrade: boolean;
 }
 
 /**
@@ -75,6 +81,10 @@ export interface RequestHead {
   xff: string | undefined;
   xfp: string | undefined;
   xfh: string | undefined;
+  /** Every `forwarded` value, joined. */
+  forwarded: string | undefined;
+  /** Other `x-forwarded-*` headers (`-port`, `-prefix`, …), as [name, value, …]: forwarded only for a trusted peer. */
+  xfOther: string[] | undefined;
   hasBody: boolean;
   /** The client's headers that may go upstream, as a flat [name, value, …] list. */
   forward: string[];
@@ -84,10 +94,21 @@ export interface RequestHead {
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close|upgrade)(?:\s*,\s*(?:keep-alive|close|upgrade))*\s*$/i;
 
 /**
+ * Whether a header name that contains `_` is another spelling of the key header or of a header
+ * keygate sets or strips. CGI-style servers (and PHP, WSGI, Rack) map `x_api_key_group` and
+ * `x-api-key-group` to the same variable, so an upstream could read a client's underscore
+ * spelling as keygate's header. nginx drops such names by default; keygate drops these.
+ */
+function underscoreSpelling(lower: string, keyHeader: string): boolean {
+  const dashed = lower.replaceAll('_', '-');
+  return dashed === keyHeader || REPLACED.has(dashed) || STRIPPED.has(dashed) || dashed.startsWith('x-forwarded-');
+}
+
+/**
  * One pass over the raw request headers: the key, `via` and forwarding headers
  * are picked out; hop-by-hop headers, the key header (unless forwarded),
- * method overrides and client-sent identity/forwarding headers are left out of
- * `forward`.
+ * method overrides, URL overrides, client-sent identity/forwarding headers and
+ * underscore spellings of all of these are left out of `forward`.
  */
 export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions, 'via'>): RequestHead {
   const forward: string[] = [];
@@ -97,6 +118,8 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
   let xff: string | undefined;
   let xfp: string | undefined;
   let xfh: string | undefined;
+  let forwarded: string | undefined;
+  let xfOther: string[] | undefined;
   let connection: string | undefined;
   let hasBody = false;
   let hostRepeated = false;
@@ -121,10 +144,6 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
         continue;
       case 'connection':
         connection = connection === undefined ? value : `${connection}, ${value}`;
-        if (opts.upgrade) break;
-        continue;
-      case 'upgrade':
-        if (opts.upgrade) break;
         continue;
       case 'x-forwarded-for':
         xff = xff === undefined ? value : `${xff}, ${value}`;
@@ -135,18 +154,25 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
       case 'x-forwarded-host':
         xfh ??= value;
         continue;
+      case 'forwarded':
+        forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`;
+        continue;
       case 'via':
         via = via === undefined ? value : `${via}, ${value}`;
         continue;
       default:
-        if (REPLACED.has(lower) || METHOD_OVERRIDES.has(lower) || HOP_BY_HOP.has(lower)) continue;
+        if (REPLACED.has(lower) || STRIPPED.has(lower) || HOP_BY_HOP.has(lower)) continue;
+        if (lower.startsWith('x-forwarded-')) {
+          (xfOther ??= []).push(name, value);
+          continue;
+        }
+        if (lower.includes('_') && underscoreSpelling(lower, opts.keyHeader)) continue;
     }
     forward.push(name, value);
   }
   // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1): rare, so a second pass only then.
   if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
     const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
-    if (opts.upgrade) named.delete('upgrade');
     let j = 0;
     for (let i = 0; i < forward.length; i += 2) {
       const lower = (forward[i] as string).toLowerCase();
@@ -156,10 +182,24 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
     }
     forward.length = j;
   }
-  return { key, via, host, hostRepeated, xff, xfp, xfh, hasBody, forward };
+  return { key, via, host, hostRepeated, xff, xfp, xfh, forwarded, xfOther, hasBody, forward };
 }
 
-/** Completes `head.forward` into the headers sent upstream: identity, `x-forwarded-*` (appended to for trusted peers) and `via`. */
+/** An RFC 7239 `Forwarded` parameter value: a token as it is, anything else (IPv6, host:port) quoted. */
+function forwardedValue(v: string): string {
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** keygate's own `Forwarded` element for this hop: `for=<peer>;proto=http;host=<Host>`. */
+export function forwardedElement(peer: string, host: string | undefined): string {
+  const node = isIPv6(peer) ? `"[${peer}]"` : forwardedValue(peer === '' ? 'unknown' : peer);
+  return host === undefined ? `for=${node};proto=http` : `for=${node};proto=http;host=${forwardedValue(host)}`;
+}
+
+/**
+ * Completes `head.forward` into the headers sent upstream: identity, `x-forwarded-*` and
+ * `forwarded` (a trusted peer's values kept and appended to, anyone else's replaced) and `via`.
+ */
 export function upstreamHeaders(head: RequestHead, identity: readonly string[], peer: string, trusted: boolean, via: string): string[] {
   const out = head.forward;
   for (let i = 0; i < identity.length; i++) out.push(identity[i] as string);
@@ -167,36 +207,42 @@ export function upstreamHeaders(head: RequestHead, identity: readonly string[], 
   out.push('x-forwarded-proto', trusted && head.xfp !== undefined ? head.xfp : 'http');
   const fwdHost = trusted && head.xfh !== undefined ? head.xfh : head.host;
   if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost);
+  if (trusted && head.xfOther !== undefined) for (let i = 0; i < head.xfOther.length; i++) out.push(head.xfOther[i] as string);
+  const element = forwardedElement(peer, head.host);
+  out.push('forwarded', trusted && head.forwarded !== undefined ? `${head.forwarded}, ${element}` : element);
   out.push('via', head.via === undefined ? via : `${head.via}, ${via}`);
   return out;
 }
 
-/** Response headers from undici's raw list, hop-by-hop removed, `via` added; one pass unless Connection names other headers. */
-export function downstreamResponseHeaders(raw: readonly Buffer[], via: string): string[] {
+/**
+ * Response headers as undici parsed them (names lower-cased and interned, values strings or arrays)
+ * into the flat list written to the client: hop-by-hop headers removed, and those named in
+ * `Connection`; `via` appended to. One pass unless Connection names other headers.
+ */
+export function downstreamResponseHeaders(headers: Readonly<Record<string, string | string[] | undefined>>, via: string): string[] {
   const out: string[] = [];
   let connection: string | undefined;
-  let viaAt = -1;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') {
-        const v = (raw[i + 1] as Buffer).toString('latin1');
-        connection = connection === undefined ? v : `${connection}, ${v}`;
-      }
+  let sawVia = false;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (HOP_BY_HOP.has(name)) {
+      if (name === 'connection') connection = typeof v === 'string' ? v : v.join(', ');
       continue;
     }
-    if (lower === 'via') viaAt = out.length;
-    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+    if (name === 'via') {
+      sawVia = true;
+      out.push('via', `${typeof v === 'string' ? v : v.join(', ')}, ${via}`);
+    } else if (typeof v === 'string') out.push(name, v);
+    else for (let i = 0; i < v.length; i++) out.push(name, v[i] as string);
   }
-  if (viaAt === -1) out.push('via', via);
-  else out[viaAt + 1] = `${out[viaAt + 1] as string}, ${via}`;
+  if (!sawVia) out.push('via', via);
   if (connection !== undefined && !PLAIN_CONNECTION.test(connection)) {
     const named = new Set(connection.toLowerCase().split(',').map((t) => t.trim()));
     named.delete('via');
     let j = 0;
     for (let i = 0; i < out.length; i += 2) {
-      if (named.has((out[i] as string).toLowerCase())) continue;
+      if (named.has(out[i] as string)) continue;
       out[j++] = out[i] as string;
       out[j++] = out[i + 1] as string;
     }

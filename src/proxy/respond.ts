@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'duplicate_api_key'
   | 'forbidden'
   | 'bad_request'
+  | 'uri_too_long'
   | 'malformed_request'
   | 'headers_too_large'
   | 'request_timeout'
@@ -20,6 +21,7 @@ const MESSAGES: Record<ErrorCode, string> = {
   duplicate_api_key: 'The {header} header was sent more than once; send it exactly once.',
   forbidden: "This API key's group is not allowed to call this route.",
   bad_request: 'The request path cannot be normalised safely.',
+  uri_too_long: 'The request path is longer than 8192 characters.',
   malformed_request: 'The request is not valid HTTP/1.1.',
   headers_too_large: 'The request headers are too large.',
   request_timeout: 'The request headers did not arrive in time.',

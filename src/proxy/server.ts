@@ -13,7 +13,8 @@ import { isTrusted, readRequestHead, trustedProxyList, upstreamHeaders, type Req
 import { sendError, type ErrorCode } from './respond.ts';
 import { identityOf, type KeySnapshot, type Principal } from './snapshot.ts';
 import { FailedAuthThrottle } from './throttle.ts';
-import { rawError, tunnel } from './tunnel.ts';
+import { LINGER_MS, SocketSet } from './sockets.ts';
+import { isTunnelledUpgrade, plainRequestHead, rawClientError, rawError, tunnel } from './tunnel.ts';
 
 /**
  * The request target as logged: the path only. The query string may carry secrets, and so may the
@@ -27,6 +28,23 @@ export function loggedPath(url: string): string {
   if (scheme === -1) return p === '*' ? '*' : '(not a path)';
   const slash = p.indexOf('/', scheme + 3);
   return slash === -1 ? '/' : p.slice(slash);
+}
+
+function noop(): void {}
+
+/**
+ * A refused request's body is read and dropped so that the connection can be reused; a body that
+ * has not arrived `LINGER_MS` later (a client announcing one and never sending it) closes the
+ * connection, so that no client without a key can hold a socket that way.
+ */
+function drainRefusedBody(req: IncomingMessage): void {
+  req.resume();
+  const timer = setTimeout(() => {
+    if (!req.complete) req.socket.destroy();
+  }, LINGER_MS);
+  timer.unref();
+  req.once('end', () => clearTimeout(timer));
+  req.once('close', () => clearTimeout(timer));
 }
 
 export type Outcome =
@@ -95,6 +113,13 @@ export class ProxyServer {
   /** One line per request, buffered and written in batches (access-log.ts). */
   private readonly accessLog: AccessLog;
   private readonly sweepTimer: NodeJS.Timeout;
+  /**
+   * Every socket Node handed over with an 'upgrade' event (Node's own connection tracking lets go
+   * of them) and every upstream socket of a WebSocket tunnel, until it closes: what shutdown must
+   * close when the grace period ends.
+   */
+  private readonly upgraded = new SocketSet();
+  private closing = false;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
@@ -112,11 +137,12 @@ export class ProxyServer {
       this.onRequest(req, res),
     );
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== 'ECONNRESET') {
-        if (err.code === 'HPE_HEADER_OVERFLOW') rawError(socket, 431, 'headers_too_large', this.config.keyHeader);
-        else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') rawError(socket, 408, 'request_timeout', this.config.keyHeader);
-        else rawError(socket, 400, 'malformed_request', this.config.keyHeader);
+        if (err.code === 'HPE_HEADER_OVERFLOW') rawClientError(socket, 431, 'headers_too_large', this.config.keyHeader);
+        else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') rawClientError(socket, 408, 'request_timeout', this.config.keyHeader);
+        else rawClientError(socket, 400, 'malformed_request', this.config.keyHeader);
       } else socket.destroy();
     });
     this.sweepTimer = setInterval(() => this.throttle.sweep(Date.now()), 60_000).unref();
@@ -156,8 +182,13 @@ export class ProxyServer {
     return boundAddress(this.server, 'proxy');
   }
 
-  /** Stops accepting, lets in-flight requests finish within `graceMs`, then closes what is left. */
+  /**
+   * Stops accepting, lets in-flight requests finish within `graceMs`, then closes what is left:
+   * HTTP connections, WebSocket tunnels (both sockets), answered upgrade sockets still lingering,
+   * and the upstream pool. Resolves once every connection is closed.
+   */
   async close(graceMs: number): Promise<void> {
+    this.closing = true;
     clearInterval(this.sweepTimer);
     // Requests still in flight, or cut off when the grace period ends, log after this point.
     this.accessLog.stopBuffering();
@@ -165,11 +196,19 @@ export class ProxyServer {
     // Keep-alive connections become idle as their last response ends: close them as they do.
     this.server.closeIdleConnections();
     const idle = setInterval(() => this.server.closeIdleConnections(), 50);
-    const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
+    const timer = setTimeout(() => {
+      this.server.closeAllConnections();
+      // Sockets of upgrades are not among Node's connections: server.close() would wait for them forever.
+      this.upgraded.destroyAll();
+    }, graceMs);
     await closed;
     clearInterval(idle);
     clearTimeout(timer);
+    // Every client is gone, so every upstream request has ended or been aborted: the pool closes at
+    // once. Should one still hang there, it is destroyed after another grace period.
+    const hung = setTimeout(() => void this.pool.destroy().catch(() => undefined), graceMs);
     await this.pool.close().catch(() => undefined);
+    clearTimeout(hung);
   }
 
   /** Authentication, path normalisation, rules and loop check: shared by requests and upgrades. */
@@ -194,7 +233,10 @@ export class ProxyServer {
     }
     const p = auth.principal;
     const norm = normalizeTarget(req.url ?? '');
-    if (!norm.ok) return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
+    if (!norm.ok) {
+      if (norm.tooLong === true) return { ok: false, status: 414, code: 'uri_too_long', outcome: 'bad_request', principal: p };
+      return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
+    }
     const method = req.method ?? 'GET';
     if (!rulesAllow(p.groupRules, method, norm.segments) || !rulesAllow(p.keyRules, method, norm.segments)) {
       return { ok: false, status: 403, code: 'forbidden', outcome: 'forbidden', principal: p };
@@ -203,8 +245,8 @@ export class ProxyServer {
     return { ok: true, principal: p, target: this.basePath + norm.path + norm.query };
   }
 
-  private readHead(req: IncomingMessage, upgrade: boolean): RequestHead {
-    return readRequestHead(req.rawHeaders, { keyHeader: this.config.keyHeader, forwardKey: this.config.forwardKey, upgrade });
+  private readHead(req: IncomingMessage): RequestHead {
+    return readRequestHead(req.rawHeaders, { keyHeader: this.config.keyHeader, forwardKey: this.config.forwardKey });
   }
 
   private headersFor(req: IncomingMessage, head: RequestHead, p: Principal): string[] {
@@ -212,18 +254,25 @@ export class ProxyServer {
     return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via);
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * One request. `expectsContinue`: it carries `Expect: 100-continue` (Node's 'checkContinue'
+   * event, which stops Node from answering 100 Continue by itself): the client is invited to send
+   * its body only once the request is admitted; a refused one is answered and its connection closed,
+   * since the body it announced will not come.
+   */
+  private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const start = performance.now();
     const now = Date.now();
-    const head = this.readHead(req, false);
+    const head = this.readHead(req);
     const c = this.check(req, head, now);
     if (!c.ok) {
-      sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(c.extra ? { extra: c.extra } : {}) });
+      const extra = expectsContinue ? { ...c.extra, connection: 'close' } : c.extra;
+      sendError(res, c.status, c.code, { header: this.config.keyHeader, ...(extra ? { extra } : {}) });
       this.record(req, c.status, c.outcome, c.principal, start);
-      // Drain an unread request body so the connection can be reused.
-      req.resume();
+      if (!expectsContinue && head.hasBody && !req.complete) drainRefusedBody(req);
       return;
     }
+    if (expectsContinue) res.writeContinue();
     const headers = this.headersFor(req, head, c.principal);
     const ctx: Forwarded = { req, res, principal: c.principal, start };
     forward(this.pool, req, res, c.target, headers, head.hasBody, this.via, this.config.upstreamTimeoutMs, ctx, this.onForwarded);
@@ -241,9 +290,28 @@ export class ProxyServer {
     this.record(ctx.req, o.status, o.kind === 'aborted' ? 'client_closed' : 'forwarded', ctx.principal, ctx.start);
   };
 
+  /**
+   * A request with `Connection: upgrade` and an `Upgrade` header: Node hands over the raw socket.
+   * A WebSocket upgrade is checked like any request, then tunnelled (tunnel.ts). Any other upgrade
+   * (h2c, unknown tokens) goes back to Node's HTTP server as a plain request, its upgrade headers
+   * removed: it is then checked and forwarded like any other, and the upstream cannot switch
+   * protocols on it.
+   */
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node removed its own error listener: a reset must not become an uncaught exception.
+    socket.on('error', noop);
+    this.upgraded.add(socket);
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    if (!isTunnelledUpgrade(req)) {
+      socket.unshift(head.length > 0 ? Buffer.concat([plainRequestHead(req), head]) : plainRequestHead(req));
+      this.server.emit('connection', socket);
+      return;
+    }
     const start = performance.now();
-    const reqHead = this.readHead(req, true);
+    const reqHead = this.readHead(req);
     const c = this.check(req, reqHead, Date.now());
     if (!c.ok) {
       rawError(socket, c.status, c.code, this.config.keyHeader, c.extra);
@@ -251,8 +319,8 @@ export class ProxyServer {
       return;
     }
     const headers = this.headersFor(req, reqHead, c.principal);
-    tunnel(this.config.upstream, req.method ?? 'GET', c.target, headers, socket, head, this.config.upstreamTimeoutMs, this.config.keyHeader, (status) =>
-      this.record(req, status, status >= 500 ? 'upstream_error' : 'forwarded', c.principal, start),
+    tunnel(this.pool, socket, head, c.target, headers, this.config.upstreamTimeoutMs, this.via, this.config.keyHeader, this.upgraded, (status) =>
+      this.record(req, status, status === 499 ? 'client_closed' : status >= 500 ? 'upstream_error' : 'forwarded', c.principal, start),
     );
   }
 

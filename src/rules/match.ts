@@ -46,22 +46,36 @@ export function compileRules(rules: readonly AllowRule[] | null | undefined): Co
   }));
 }
 
-function matchSegments(p: Pattern, pi: number, s: readonly string[], si: number): boolean {
-  while (pi < p.length) {
-    const seg = p[pi] as string;
+/**
+ * Whether `s` matches pattern `p`, in O(|p| × |s|) steps at worst, whatever the
+ * path and however many `**` the pattern has. The classic wildcard scan: `**`
+ * (any run of segments) is first tried empty, and on a mismatch only the most
+ * recent `**` is widened by one segment. Earlier ones never need revisiting:
+ * whatever they could absorb, the later `**` can absorb too. (The recursive
+ * form tried every split for every `**`: O(|s|^k) with k of them.)
+ */
+function matchSegments(p: Pattern, s: readonly string[]): boolean {
+  let pi = 0;
+  let si = 0;
+  let starAt = -1;
+  let starFrom = 0;
+  while (si < s.length) {
+    const seg = pi < p.length ? (p[pi] as string) : null;
     if (seg === '**') {
-      if (pi === p.length - 1) return true;
-      for (let k = si; k <= s.length; k++) {
-        if (matchSegments(p, pi + 1, s, k)) return true;
-      }
+      starAt = pi++;
+      starFrom = si;
+    } else if (seg !== null && (seg === '*' || seg === s[si])) {
+      pi++;
+      si++;
+    } else if (starAt !== -1) {
+      pi = starAt + 1;
+      si = ++starFrom;
+    } else {
       return false;
     }
-    if (si >= s.length) return false;
-    if (seg !== '*' && seg !== s[si]) return false;
-    pi++;
-    si++;
   }
-  return si === s.length;
+  while (pi < p.length && p[pi] === '**') pi++;
+  return pi === p.length;
 }
 
 export function rulesAllow(rules: CompiledRules, method: string, segments: readonly string[]): boolean {
@@ -69,7 +83,7 @@ export function rulesAllow(rules: CompiledRules, method: string, segments: reado
   for (const r of rules) {
     if (r.methods !== null && !r.methods.has(method)) continue;
     for (const p of r.patterns) {
-      if (matchSegments(p, 0, segments, 0)) return true;
+      if (matchSegments(p, segments)) return true;
     }
   }
   return false;
