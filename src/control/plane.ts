@@ -12,7 +12,7 @@
  * It runs in a worker thread (worker.ts); nothing here depends on that, so
  * tests drive it in-process.
  */
-import { loadConfigFile } from '../config/load.ts';
+import { displayName, type LoadResult } from '../config/load.ts';
 import { locateDatabase } from '../config/locate.ts';
 import type { Settings } from '../config/types.ts';
 import { KeygateError } from '../errors.ts';
@@ -20,7 +20,7 @@ import { displayLocation, openStore } from '../store/open.ts';
 import type { FeedPosition, Store } from '../store/types.ts';
 import type { TableMessage } from '../proxy/table-feed.ts';
 import { managementApi } from './api.ts';
-import { reconcileFile } from './reconcile-file.ts';
+import { readConfig, reconcileFile } from './reconcile-file.ts';
 import type { Log } from './log.ts';
 import {
   TABLE_SLICE_KEYS,
@@ -85,12 +85,17 @@ export class ControlPlane {
       this.file = a.file;
       this.env = a.env;
       let location: string;
+      let loaded: { sha256: string; result: LoadResult } | undefined;
       if (a.resume !== null) location = a.resume.location;
       else {
-        const loaded = loadConfigFile(a.file, { env: a.env });
-        if (!loaded.ok) return { kind: 'invalid', diagnostics: loaded.errors };
-        this.settings = loaded.desired.settings;
-        location = locateDatabase(a.dbFlag, loaded.desired.settings.database, a.file, a.env, a.cwd);
+        // Read and checked once: the database's location may come from the file, and the first apply uses it as read.
+        const read = await readConfig(a.file, a.env);
+        if ('kind' in read) return { kind: 'invalid', diagnostics: [{ file: displayName(a.file), line: 1, column: 1, path: '', code: read.code, message: read.error.replace(`${a.file}: `, '') }] };
+        const result = read.result as LoadResult;
+        if (!result.ok) return { kind: 'invalid', diagnostics: result.errors };
+        this.settings = result.desired.settings;
+        location = locateDatabase(a.dbFlag, result.desired.settings.database, a.file, a.env, a.cwd);
+        loaded = { sha256: read.sha256, result };
       }
       try {
         this.store = await (this.deps.open ?? ((l: string) => openStore(l)))(location);
@@ -109,7 +114,7 @@ export class ControlPlane {
       this.storeWatch = this.store.watch(() => void this.pollFeed());
       let outcome: ReconcileOutcome | null = null;
       if (a.resume === null) {
-        outcome = await this.reconcileFile({ skipIfSha256: null }, false);
+        outcome = await this.reconcileFile({ skipIfSha256: null }, false, loaded);
         if (outcome.kind === 'failed') return { kind: 'failed', code: outcome.code, error: outcome.error };
         await this.publishTable();
       } else {
@@ -125,13 +130,14 @@ export class ControlPlane {
     return this.serial(() => this.reconcileFile(a, true));
   }
 
-  private async reconcileFile(a: ReconcileArgs, publish: boolean): Promise<ReconcileOutcome> {
+  private async reconcileFile(a: ReconcileArgs, publish: boolean, loaded?: { sha256: string; result: LoadResult }): Promise<ReconcileOutcome> {
     const { outcome } = await reconcileFile(this.requireStore(), {
       file: this.file,
       env: this.env,
       skipIfSha256: a.skipIfSha256,
       allowDeletes: a.allowDeletes === true,
       now: this.now(),
+      ...(loaded !== undefined ? { loaded } : {}),
     });
     if (outcome.kind === 'applied') {
       this.settings = outcome.settings;
