@@ -101,7 +101,7 @@ export class EnvLookup {
     if (found.length === 0) return { value: undefined, problem: null };
     const values = new Set(found.map((n) => this.env[n]));
     if (values.size > 1) {
-      return { value: undefined, problem: `environment variables ${found.map((n) => `"${n}"`).join(' and ')} all match "{{env ${name}}}" with different values: set only one` };
+      return { value: undefined, problem: `environment variables ${found.map((n) => `"${n}"`).join(' and ')} match "{{env ${name}}}" with different values: set only one` };
     }
     return { value: this.env[found[0] as string], problem: null };
   }
@@ -166,25 +166,26 @@ export function expandTemplate(value: string, env: EnvLookup | NodeJS.ProcessEnv
   const missing: string[] = [];
   const ambiguous: string[] = [];
   let templated = false;
-  const resolve = (name: string): string | undefined => {
+  /** The value; undefined when unset (or ambiguous, which is recorded apart). */
+  const resolve = (name: string): { value: string | undefined; ambiguous: boolean } => {
     const r = lookup.get(name);
     if (r.problem !== null && !ambiguous.includes(r.problem)) ambiguous.push(r.problem);
-    return r.value;
+    return { value: r.value, ambiguous: r.problem !== null };
   };
   let out = '';
   for (const p of parts) {
     if (p.kind === 'text') out += p.text;
     else if (p.kind === 'env') {
       templated = true;
-      const v = resolve(p.name);
-      if (v === undefined) missing.push(p.name);
-      else out += v;
+      const r = resolve(p.name);
+      if (r.value !== undefined) out += r.value;
+      else if (!r.ambiguous) missing.push(p.name);
     } else {
       templated = true;
       let block = '';
       let complete = true;
       for (const q of p.pieces) {
-        const v = q.kind === 'text' ? q.text : resolve(q.name);
+        const v = q.kind === 'text' ? q.text : resolve(q.name).value;
         if (v === undefined || v === '') complete = false;
         else block += v;
       }
