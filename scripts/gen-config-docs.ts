@@ -22,7 +22,9 @@ export const OUTPUT_FILE = fileURLToPath(new URL('../docs/configuration.md', imp
 interface Schema {
   $ref?: string;
   description?: string;
-  type?: string;
+  type?: string | string[];
+  /** Set by the resolver: the schema also allows null (a section left empty). */
+  nullable?: boolean;
   properties?: Record<string, Schema>;
   required?: string[];
   additionalProperties?: boolean;
@@ -74,6 +76,11 @@ const code = (s: string): string => (s.includes('`') ? `\`\` ${s} \`\`` : `\`${s
 
 function resolver(root: Schema): (s: Schema) => Schema {
   const resolve = (s: Schema): Schema => {
+    // A section that may be left empty (YAML null) documents as its non-null type, marked nullable.
+    if (Array.isArray(s.type)) {
+      const types = s.type.filter((t) => t !== 'null');
+      return { ...s, type: types.join(' or '), nullable: s.type.includes('null') };
+    }
     if (s.$ref === undefined) return s;
     const m = /^#\/definitions\/(.+)$/.exec(s.$ref);
     const target = m === null ? undefined : root.definitions?.[m[1] as string];
@@ -116,7 +123,7 @@ function typeText(s: Schema, resolve: (s: Schema) => Schema): string {
       parts.push('any');
       break;
     default:
-      parts.push(r.type);
+      parts.push(String(r.type));
   }
   if (r.enum !== undefined) parts.push(`one of ${r.enum.map((v) => code(String(v))).join(', ')}`);
   if (r.minLength !== undefined && r.maxLength !== undefined) parts.push(`${r.minLength}–${r.maxLength} characters`);
@@ -180,7 +187,8 @@ function summaryTable(obj: Schema, resolve: (s: Schema) => Schema, settings: boo
   const head = settings ? ['| Setting | Type | Default |', '|---|---|---|'] : ['| Field | Type | Required |', '|---|---|---|'];
   const rows = Object.entries(obj.properties ?? {}).map(([name, raw]) => {
     const s = resolve(raw);
-    const type = s.anyOf !== undefined ? 'string' : s.type === 'array' ? 'list' : s.type === 'object' ? 'mapping' : (s.type ?? 'any');
+    const base = s.anyOf !== undefined ? 'string' : s.type === 'array' ? 'list' : s.type === 'object' ? 'mapping' : (s.type ?? 'any');
+    const type = s.nullable === true ? `${String(base)}, or empty` : base;
     const third = settings ? defaultText(name) : required.has(name) ? 'yes' : 'no';
     return `| ${code(name)} | ${type} | ${third.replace(/\|/g, '\\|')} |`;
   });
@@ -326,10 +334,19 @@ export function renderConfigDocs(schema: Schema): string {
     '',
     'The built-in groups:',
     '',
-    '| name | id | description | may call |',
+    '| name in the file | Metabase\'s name (API, admin page, `keys list`) | id | may call |',
     '|---|---|---|---|',
-    '| `all-users` | 1 | All Users | every route, unless a `groups` entry named `all-users` gives it `allow` rules |',
-    '| `admin` | 2 | Administrators | every route, and the management API; reserved: it cannot be declared |',
+    '| `all-users` | All Users | 1 | every route, unless a `groups` entry named `all-users` gives it `allow` rules |',
+    '| `admin` | Administrators | 2 | every route, and the management API; reserved: it cannot be declared |',
+    '',
+    'The file may use either name: `group: Administrators` is `group: admin`, and a `groups` entry named',
+    '`All Users` is the one named `all-users` (Metabase\'s own config file knows only `admin` and',
+    '`all-users`, so a file that Metabase reads too keeps to those). Plans and the proxy\'s',
+    '`x-api-key-group` header always use the file names `admin` and `all-users`. Group names are unique',
+    'ignoring case, as in Metabase: `Analysts` beside `analysts` is an error (`duplicate_group`), a name',
+    'that differs from a built-in one only in case is reserved, and a reference (`api-keys[].group`)',
+    'must spell the name as declared. When the file renames a group only in case, the group keeps its',
+    'row (and its keys); an api-owned group whose name matches ignoring case is adopted and renamed.',
     '',
     'A custom group gets an id derived from its name, so replicas that apply the same file agree.',
     'A group without `allow` may call every route of the upstream; `allow: []` allows nothing.',
@@ -395,10 +412,10 @@ export function renderConfigDocs(schema: Schema): string {
     '',
     '## `{{env NAME}}` templates',
     '',
-    "Metabase's templating: inside any string value of the `keygate`, `groups` and `api-keys` sections,",
-    '`{{env NAME}}` is replaced by the environment variable `NAME` (letters, digits and `_`, not',
-    'starting with a digit; spaces inside the braces are allowed). Several templates may share one',
-    'string. Templates are expanded before the schema check, so the expanded value is what is checked.',
+    "Metabase's templating, read as Metabase's config-file loader reads it: inside any string value of",
+    'the `keygate`, `groups` and `api-keys` sections, `{{env NAME}}` is replaced by the environment',
+    'variable `NAME`. Spaces inside the braces are allowed, and several templates may share one string.',
+    'Templates are expanded before the schema check, so the expanded value is what is checked.',
     '',
     '```yaml',
     'version: 1',
@@ -413,10 +430,26 @@ export function renderConfigDocs(schema: Schema): string {
     '',
     '- **Quote the value.** Unquoted, YAML reads `{{env CI_BOT_KEY}}` as a nested mapping and the',
     '  schema reports the field as the wrong type.',
+    '- **Names are matched as Metabase matches them** (through the environ library): case does not',
+    '  matter and `-`, `_` and `.` are alike, so `{{env ci-bot-key}}` and `{{env Ci_Bot_Key}}` both read',
+    '  `CI_BOT_KEY`. A variable of exactly the given name wins; when several other variables match with',
+    '  different values (`CI_BOT_KEY` and `ci-bot-key`), that is an error (`env_ambiguous`) naming them.',
+    '  Metabase\'s kebab-casing of camelCase names is honoured too (`{{env ciBotKey}}` reads `CI_BOT_KEY`).',
     '- **A missing variable is an error** that names the variable and its position:',
-    '  `config.yml:8:12: api-keys[0].key: environment variable "CI_BOT_KEY" is not set`. An empty',
-    '  variable is not missing: it expands to the empty string (which then fails the length check of',
-    '  `key`).',
+    '  `config.yml:8:12: api-keys[0].key: environment variable "CI_BOT_KEY" is not set`. (Metabase',
+    '  silently uses the empty string; keygate refuses, so a key is never quietly different from the',
+    '  one intended.) An empty variable is not missing: it expands to the empty string (which then fails',
+    '  the length check of `key`).',
+    '- **`[[ … ]]` is optional**, as in Metabase: `"[[{{env EXTRA}}]]"` is the value of `EXTRA`, or',
+    '  the empty string when `EXTRA` is unset or empty; text inside the brackets goes with it',
+    '  (`"[[before-{{env EXTRA}}-after]]"` is `before-…-after` or nothing). A `[[ ]]` must contain a',
+    '  template. An empty optional `key` still fails the length check, so a key never silently vanishes.',
+    '- **Escaping:** a value that is exactly `{{{ … }}}` is kept literally, trimmed, without the outer',
+    '  braces. Of three or more `{` in a row, only the last two open a template (`{{{env X}}` is `{`',
+    '  followed by the value).',
+    '- **Anything else between `{{ }}`** (`{{CI_BOT_KEY}}`, `{{env}}`), an unclosed `{{` or `[[`, or a',
+    '  `[[ ]]` without a template is an error (`invalid_template`), as in Metabase. A value is expanded',
+    '  once: a variable whose value contains `{{env …}}` is not expanded again.',
     '- **Secrets stay secret.** No error, warning, plan, log line or status page quotes a value that came',
     '  from a template.',
     '- `keygate validate`, `plan` and `apply` need the same variables as `serve`; in CI, set',
@@ -468,13 +501,15 @@ export function renderConfigDocs(schema: Schema): string {
     '| code | error or warning | when |',
     '|---|---|---|',
     '| `env_missing` | error | an `{{env NAME}}` variable is not set |',
+    '| `env_ambiguous` | error | several environment variables match one `{{env NAME}}` (ignoring case and `-`/`_`) with different values |',
+    '| `invalid_template` | error | a `{{ }}` that is not `{{env NAME}}`, an unclosed `{{` or `[[`, or a `[[ ]]` without a template |',
     '| `schema.*` | error | the structure does not match the schema (`schema.unknown_field`, `schema.required`, `schema.type`, `schema.format`, `schema.key_or_hash`, `schema.version`, …) |',
     '| `yaml.*` | error | the file is not valid YAML (syntax, duplicate mapping keys, several documents, an alias bomb) |',
     '| `invalid_utf8`, `empty`, `file_not_found`, `unreadable` | error | the file cannot be read as a config |',
     '| `duplicate_name` | error | two keys share a `name` |',
     '| `duplicate_key` | error | two keys share a key or digest |',
-    '| `duplicate_group` | error | two groups share a `name` |',
-    '| `reserved_group` | error | a group is named `admin` |',
+    '| `duplicate_group` | error | two groups share a `name`, ignoring case |',
+    '| `reserved_group` | error | a group is named `admin` or `Administrators` (any case), or differs from `all-users` / `All Users` only in case |',
     '| `unknown_group` | error | a key names a group that is neither built in nor declared (fail closed: a typo never grants access) |',
     '| `unknown_creator` | error | a `creator` is not one of `users[].email` while a `users` section exists |',
     '| `invalid_pattern` | error | a path pattern has a partial `*`, a `.`/`..` segment, or a forbidden character |',
@@ -496,8 +531,10 @@ export function renderConfigDocs(schema: Schema): string {
     '| `config.users` | only `email` is read, to check `api-keys[].creator`; users are not created |',
     '| `config.settings`, `config.databases`, other sections | ignored, with an `ignored_section` warning |',
     '| `api-keys[].name`, `group`, `description`, `creator`, `key` | the same meaning; `group` may also name a custom group |',
-    '| `admin` / `all-users` groups | built in, with the same names; their descriptions are Metabase\'s display names "Administrators" and "All Users" |',
-    '| `{{env NAME}}` | the same syntax, in keygate\'s sections |',
+    '| `admin` / `all-users` groups | built in, with the same file names; the API, the admin page and `keys list` call them "Administrators" and "All Users", and the file may too |',
+    '| group names unique ignoring case | the same rule, in the file and in the API |',
+    '| `{{env NAME}}`, `[[optional {{env NAME}}]]` | the same syntax and name matching, in keygate\'s sections; a missing variable outside `[[ ]]` is an error |',
+    '| a section left empty (`api-keys:` with nothing under it) | read as absent, as in Metabase |',
     '| `MB_CONFIG_FILE_PATH` | honoured after `--config` and `KEYGATE_CONFIG` |',
     '',
     'Where keygate goes further:',

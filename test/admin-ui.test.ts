@@ -191,7 +191,8 @@ test('the admin page, in a real browser against a real keygate serve', { skip: !
     await page.getByLabel('Filter').fill('dashboards');
     assert.deepEqual(await page.locator('#keys-body tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-name'))), ['Analyst key']);
     await page.getByLabel('Filter').fill('');
-    await page.getByLabel('Group', { exact: true }).selectOption({ label: 'admin (Administrators)' });
+    // The built-in groups carry Metabase's names.
+    await page.getByLabel('Group', { exact: true }).selectOption({ label: 'Administrators' });
     assert.deepEqual(await page.locator('#keys-body tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-name'))), ['Admin API key']);
     await shot('keys-filtered-by-group');
     await page.getByLabel('Group', { exact: true }).selectOption({ label: 'All groups' });
@@ -282,24 +283,35 @@ test('the admin page, in a real browser against a real keygate serve', { skip: !
     await shot('key-deleted');
   });
 
-  await t.test('groups: create one, see its member count, delete it', async () => {
+  await t.test('groups: create one, see its member count, rename it, delete it', async () => {
     await page.getByRole('button', { name: 'Create group' }).click();
     // A name that is taken: the API's 400 is shown in the form, which stays open.
     await modal.getByLabel('Group name').fill('analysts');
     await modal.getByRole('button', { name: 'Create' }).click();
-    await modal.getByRole('alert').getByText('name: A group with this name already exists.').waitFor();
+    await modal.getByRole('alert').getByText('name: A group with that name already exists.').waitFor();
     await modal.getByLabel('Group name').fill('ops');
     await modal.getByRole('button', { name: 'Create' }).click();
     const ops = page.locator('#groups-body tr[data-name="ops"]');
     await ops.waitFor();
     assert.equal(await ops.locator('td.members').innerText(), '0');
     assert.equal(await page.locator('#groups-body tr[data-name="analysts"] td.members').innerText(), '2');
+    assert.match(await page.locator('#groups-body tr[data-name="Administrators"]').innerText(), /Built in/);
     await shot('groups');
-    await ops.getByRole('button', { name: 'Delete group ops' }).click();
+    // Rename: a name taken ignoring case is refused in the form; a free one is saved.
+    await ops.getByRole('button', { name: 'Edit group ops' }).click();
+    await modal.getByLabel('Group name').fill('ANALYSTS');
+    await modal.getByRole('button', { name: 'Save' }).click();
+    await modal.getByRole('alert').getByText('name: A group with that name already exists.').waitFor();
+    await modal.getByLabel('Group name').fill('Operations');
+    await modal.getByRole('button', { name: 'Save' }).click();
+    const operations = page.locator('#groups-body tr[data-name="Operations"]');
+    await operations.waitFor();
+    await ops.waitFor({ state: 'detached' });
+    await operations.getByRole('button', { name: 'Delete group Operations' }).click();
     assert.match(await modal.innerText(), /keys move to All Users/);
     await shot('delete-group-confirm');
     await modal.getByRole('button', { name: 'Delete group' }).click();
-    await ops.waitFor({ state: 'detached' });
+    await operations.waitFor({ state: 'detached' });
   });
 
   await t.test('narrow screen and dark mode', async () => {

@@ -179,6 +179,7 @@ describe('keys', () => {
     assert.match(out[0] ?? '', /^NAME\s+KEY\s+GROUP\s+SOURCE\s+CREATED\s+LAST USED\s+EXPIRES$/);
     assert.ok(out.some((l) => /^CI bot\s+ci-bot-…\s+analysts\s+config\s/.test(l)), text.stdout);
     assert.ok(out.some((l) => /^Made in the UI\s+brand-n…\s+analysts\s+api\s/.test(l)), text.stdout);
+    assert.ok(out.some((l) => /^Admin API key\s+\S+\s+Administrators\s+config\s/.test(l)), `the admin group is not shown by Metabase's name:\n${text.stdout}`);
     assert.ok(!text.stdout.includes(BOT_KEY) && !text.stdout.includes(NEW_KEY));
 
     assert.equal(json.code, 0, shown(json));
@@ -189,6 +190,7 @@ describe('keys', () => {
     assert.equal(bot?.source, 'config');
     assert.equal(bot?.last_used_at, null);
     assert.equal(doc.keys.find((k) => k.name === 'Made in the UI')?.source, 'api');
+    assert.equal(doc.keys.find((k) => k.name === 'Admin API key')?.group, 'Administrators');
     assert.deepEqual(
       doc.keys.map((k) => k.name),
       ['Admin API key', 'CI bot', 'Made in the UI'],

@@ -452,6 +452,75 @@ describe('{{env NAME}} templates', () => {
     assert.equal(desired.keys[0]?.digest, sha256(REPORTING_KEY));
   });
 
+  test('find a variable ignoring case and - / _, as Metabase (environ) does; an exact name wins', () => {
+    const { desired } = valid(
+      yaml`
+        version: 1
+        config:
+          api-keys:
+            - name: Kebab
+              group: admin
+              key: "{{env ci-bot-key}}"
+            - name: Mixed
+              group: admin
+              key: "{{env Reporting_Key}}"
+            - name: Exact
+              group: admin
+              key: "{{env other_key}}"
+      `,
+      { CI_BOT_KEY: 'key-of-the-ci-bot-0123456789', REPORTING_KEY: 'key-of-reporting-0123456789', OTHER_KEY: 'upper-case-variable-0123456', other_key: 'exact-name-variable-0123456' },
+    );
+    assert.deepEqual(desired.keys.map((k) => k.digest), [sha256('key-of-the-ci-bot-0123456789'), sha256('key-of-reporting-0123456789'), sha256('exact-name-variable-0123456')]);
+  });
+
+  test('refuse a name that several variables match with different values, naming them and not their values', () => {
+    const { errors } = invalid(
+      yaml`
+        version: 1
+        config:
+          api-keys:
+            - name: Ambiguous
+              group: admin
+              key: "{{env Ci-Bot-Key}}"
+      `,
+      { CI_BOT_KEY: 'first-value-0123456789abc', 'ci-bot-key': 'second-value-0123456789abc' },
+    );
+    const d = at(errors, 'api-keys[0].key');
+    assert.equal(d.code, 'env_ambiguous');
+    assert.match(d.message, /"CI_BOT_KEY" and "ci-bot-key"/);
+    assert.ok(!d.message.includes('value-0123456789'), d.message);
+  });
+
+  test('an optional [[ ]] block becomes empty when its variable is unset, so an optional key is refused as too short', () => {
+    const text = yaml`
+      version: 1
+      config:
+        api-keys:
+          - name: Optional
+            group: admin
+            description: "owned by [[the {{env TEAM}} team]]"
+            key: "[[{{env OPTIONAL_KEY}}]]"
+    `;
+    const d = at(invalid(text, {}).errors, 'api-keys[0].key');
+    assert.equal(d.code, 'schema.format');
+    const { desired } = valid(text, { TEAM: 'data', OPTIONAL_KEY: 'optional-key-0123456789ab' });
+    assert.equal(desired.keys[0]?.description, 'owned by the data team');
+    assert.equal(desired.keys[0]?.digest, sha256('optional-key-0123456789ab'));
+  });
+
+  test('refuse a malformed template at the value, as Metabase does', () => {
+    const text = yaml`
+      version: 1
+      config:
+        api-keys:
+          - name: Malformed
+            group: admin
+            key: "{{CI_BOT_KEY}}"
+    `;
+    const d = at(invalid(text, { CI_BOT_KEY: 'key-of-the-ci-bot-0123456789' }).errors, 'api-keys[0].key');
+    assert.equal(formatDiagnostic(d), `${FILE}:6:12: api-keys[0].key: invalid template: a template must be "{{env NAME}}"`);
+  });
+
   test('expand in keygate settings too, such as upstream and listen', () => {
     const { desired } = valid(
       yaml`
@@ -551,6 +620,86 @@ describe('groups', () => {
     assert.equal(
       formatDiagnostic(d),
       `${FILE}:13:${pos.column}: api-keys[2].group: unknown group "analyst" (declared: admin, all-users, analysts)`,
+    );
+  });
+
+  test('accepts Metabase\'s names "Administrators" and "All Users" for the built-in groups', () => {
+    const { desired } = valid(yaml`
+      version: 1
+      config:
+        groups:
+          - name: All Users
+            description: Everyone with a key
+            allow: []
+        api-keys:
+          - name: Root
+            group: Administrators
+            key: abcdefghijklmnopqrstuvwxyz
+          - name: Reader
+            group: All Users
+            key: bcdefghijklmnopqrstuvwxyza
+    `);
+    assert.deepEqual(desired.keys.map((k) => [k.name, k.group]), [['Root', 'admin'], ['Reader', 'all-users']]);
+    const allUsers = desired.groups.filter((g) => g.id === 1);
+    assert.deepEqual(allUsers.map((g) => [g.name, g.description, g.allow]), [['all-users', 'Everyone with a key', []]], 'the entry "All Users" is the built-in all-users');
+  });
+
+  test('rejects group names that differ only in case, as Metabase does, naming the first', () => {
+    const text = yaml`
+      version: 1
+      config:
+        groups:
+          - name: Cool Friends
+          - name: cool friends
+          - name: all-users
+          - name: All Users
+        api-keys: []
+    `;
+    const { errors } = invalid(text);
+    assert.deepEqual(
+      errors.map((e) => [e.path, e.code, e.message]),
+      [
+        ['groups[1].name', 'duplicate_group', 'duplicate group name "cool friends" (first declared at groups[0] as "Cool Friends", group names are unique ignoring case)'],
+        ['groups[3].name', 'duplicate_group', 'duplicate group name "All Users" (first declared at groups[2] as "all-users", the same built-in group)'],
+      ],
+    );
+    assertPointsAt(at(errors, 'groups[1].name'), text, '- name: cool friends', 'cool friends');
+  });
+
+  test('reserves every spelling of the built-in groups\' names but the two of each', () => {
+    const text = yaml`
+      version: 1
+      config:
+        groups:
+          - name: ADMIN
+          - name: administrators
+          - name: All-Users
+        api-keys: []
+    `;
+    const { errors } = invalid(text);
+    assert.deepEqual(errors.map((e) => [e.path, e.code]), [
+      ['groups[0].name', 'reserved_group'],
+      ['groups[1].name', 'reserved_group'],
+      ['groups[2].name', 'reserved_group'],
+    ]);
+    assert.match(at(errors, 'groups[1].name').message, /"administrators" is built in and reserved/);
+    assert.match(at(errors, 'groups[2].name').message, /write "all-users" or "All Users"/);
+  });
+
+  test('a reference must spell the group as declared, with a hint when only the case differs', () => {
+    const { errors } = invalid(yaml`
+      version: 1
+      config:
+        groups:
+          - name: analysts
+        api-keys:
+          - name: Reader
+            group: Analysts
+            key: abcdefghijklmnopqrstuvwxyz
+    `);
+    assert.equal(
+      at(errors, 'api-keys[0].group').message,
+      'unknown group "Analysts" (declared: admin, all-users, analysts): did you mean "analysts"? a reference must spell the name as declared',
     );
   });
 });
@@ -656,6 +805,22 @@ describe('unknown fields', () => {
         api-keys: []
     `);
     assert.deepEqual(warnings, []);
+  });
+});
+
+describe('empty sections', () => {
+  test('are read as absent, as Metabase reads them', () => {
+    const { desired } = valid(yaml`
+      version: 1
+      config:
+        keygate:
+        users:
+        groups:
+        api-keys:
+    `);
+    assert.deepEqual(desired.keys, []);
+    assert.deepEqual(desired.groups.map((g) => g.name), ['all-users', 'admin']);
+    assert.equal(desired.settings.listen, '127.0.0.1:8080');
   });
 });
 

@@ -74,7 +74,7 @@ test('renaming a group in the file moves its api-created keys to all-users witho
     'the renamed group was never applied',
   );
   const listed = (await call(kg.admin, 'GET', '/api/api-key', ADMIN_KEY)).json as unknown as Array<{ name: string; group: { name: string } }>;
-  assert.equal(listed.find((k) => k.name === 'dashboards robot')?.group.name, 'all-users');
+  assert.equal(listed.find((k) => k.name === 'dashboards robot')?.group.name, 'All Users', 'the API calls all-users by Metabase\'s name');
   // Still a key, in all-users, with exactly the routes it had: none gained.
   assert.deepEqual(await statuses(), [200, 403, 403, 403]);
   assert.equal(await kg.stop(), 0);

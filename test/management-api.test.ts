@@ -178,7 +178,7 @@ async function api(w: World, method: string, urlPath: string, body?: unknown, ke
 
 /** The audit action each write endpoint reports (and labels keygate_management_changes_total with). */
 function actionOf(method: string, urlPath: string): string {
-  if (urlPath.startsWith('/api/permissions/group')) return method === 'POST' ? 'group.create' : 'group.delete';
+  if (urlPath.startsWith('/api/permissions/group')) return method === 'POST' ? 'group.create' : method === 'PUT' ? 'group.update' : 'group.delete';
   if (method === 'POST') return 'api_key.create';
   if (method === 'DELETE') return 'api_key.delete';
   return urlPath.endsWith('/regenerate') ? 'api_key.regenerate' : 'api_key.update';
@@ -327,7 +327,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     assert.deepEqual(keys.map((k) => k.name).sort(), ['Admin API key', 'Analyst key', 'Disabled admin key']);
     const admin = keys.find((k) => k.name === 'Admin API key') as ApiKeyJson;
     w.adminKeyId = admin.id;
-    assert.deepEqual(admin.group, { id: ADMIN_ID, name: 'admin' });
+    assert.deepEqual(admin.group, { id: ADMIN_ID, name: 'Administrators' }, 'Metabase\'s name of the admin group');
     assert.equal(admin.source, 'config');
     assertMasked(admin.masked_key, ADMIN_KEY, 'Admin API key');
     const analyst = keys.find((k) => k.name === 'Analyst key') as ApiKeyJson;
@@ -411,7 +411,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     const updated = json<ApiKeyJson>(a);
     assertKeyShape(updated, 'update response');
     assert.equal(updated.name, 'Mover (admin)');
-    assert.deepEqual(updated.group, { id: ADMIN_ID, name: 'admin' });
+    assert.deepEqual(updated.group, { id: ADMIN_ID, name: 'Administrators' });
     assert.equal(updated.unmasked_key, undefined, 'an update shows the key');
     assert.equal(updated.masked_key, row.masked_key, 'an update changed the key');
     assert.equal(await through(w, key, 'POST', '/anything'), 200, 'the new group is not enforced at once');
@@ -425,7 +425,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     assert.equal(await through(w, key, 'GET', '/open/x'), 200);
     const c = await api(w, 'PUT', `/api/api-key/${row.id}`, { name: 'Mover' });
     assert.equal(c.status, 200, c.text);
-    assert.deepEqual(json<ApiKeyJson>(c).group, { id: ALL_USERS_ID, name: 'all-users' }, 'a name-only update changed the group');
+    assert.deepEqual(json<ApiKeyJson>(c).group, { id: ALL_USERS_ID, name: 'All Users' }, 'a name-only update changed the group');
     alive.set('Mover', [key, 'GET', '/open/x']);
   });
 
@@ -527,7 +527,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
   await t.test('lists groups with member counts and creates groups that keys can join', async () => {
     const groups = await listGroups(w);
     const keys = await listKeys(w);
-    for (const name of ['admin', 'all-users', 'analysts', 'temps']) assert.ok(groups.some((g) => g.name === name), `group ${name} is not listed`);
+    for (const name of ['Administrators', 'All Users', 'analysts', 'temps']) assert.ok(groups.some((g) => g.name === name), `group ${name} is not listed`);
     for (const g of groups) {
       assert.ok(Number.isSafeInteger(g.id), `${g.name}: id`);
       assert.equal(g.member_count, keys.filter((k) => k.group.id === g.id).length, `${g.name}: member_count`);
@@ -546,7 +546,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     const g = await createGroup(w, 'Contractors');
     const { row, key } = await createKey(w, 'Contractor bot', g.id);
     assert.equal(await through(w, key, 'POST', '/anything'), 200);
-    const allUsersBefore = (await groupNamed(w, 'all-users'))?.member_count ?? -1;
+    const allUsersBefore = (await groupNamed(w, 'All Users'))?.member_count ?? -1;
 
     const a = await api(w, 'DELETE', `/api/permissions/group/${g.id}`);
     assert.equal(a.status, 204, a.text);
@@ -556,9 +556,9 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     assert.equal(await through(w, key, 'POST', '/anything'), 403, 'a moved key kept its deleted group\'s rules');
     assert.equal(await through(w, key, 'GET', '/api/card/1'), 403);
     const moved = (await listKeys(w)).find((k) => k.id === row.id);
-    assert.deepEqual(moved?.group, { id: ALL_USERS_ID, name: 'all-users' });
+    assert.deepEqual(moved?.group, { id: ALL_USERS_ID, name: 'All Users' });
     assert.equal(await groupNamed(w, 'Contractors'), undefined, 'the deleted group is still listed');
-    assert.equal((await groupNamed(w, 'all-users'))?.member_count, allUsersBefore + 1);
+    assert.equal((await groupNamed(w, 'All Users'))?.member_count, allUsersBefore + 1);
     assert.equal((await api(w, 'DELETE', `/api/permissions/group/${g.id}`)).status, 404, 'deleting twice');
     alive.set('Contractor bot', [key, 'GET', '/open/x']);
   });
@@ -569,7 +569,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
       assert.equal(a.status, 400, `DELETE group ${id}: ${a.text}`);
     }
     const names = (await listGroups(w)).map((g) => g.name);
-    assert.ok(names.includes('admin') && names.includes('all-users'), names.join(', '));
+    assert.ok(names.includes('Administrators') && names.includes('All Users'), names.join(', '));
     assert.equal(await through(w, ADMIN_KEY, 'POST', '/anything'), 200);
   });
 
@@ -641,7 +641,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     const node = await run(process.execPath, ['examples/metabase-api/api-test.js'], env);
     assert.equal(node.code, 0, node.stderr);
     assert.match(node.stdout, /^Groups in your Metabase: \[/);
-    for (const name of ['admin', 'all-users', 'analysts', 'Partners']) assert.ok(node.stdout.includes(`'${name}'`), `${name} is not printed:\n${node.stdout}`);
+    for (const name of ['Administrators', 'All Users', 'analysts', 'Partners']) assert.ok(node.stdout.includes(`'${name}'`), `${name} is not printed:\n${node.stdout}`);
 
     const refused = await run('sh', ['examples/metabase-api/curl.sh'], { ...env, METABASE_API_KEY: ANALYST_KEY });
     assert.equal(json({ status: 0, headers: {}, text: refused.stdout }).error, 'forbidden');
@@ -668,7 +668,7 @@ test('the Metabase-compatible management API on a running keygate serve', async 
     for (const [name, k] of revoked) assert.equal(await through(w, k), 401, `${name} came back after a reload`);
     assert.ok((await groupNamed(w, 'Partners')) !== undefined, 'a reload removed an api-owned group');
     assert.equal(await groupNamed(w, 'temps'), undefined);
-    assert.deepEqual(keys.find((k) => k.name === 'Temp bot')?.group, { id: ALL_USERS_ID, name: 'all-users' });
+    assert.deepEqual(keys.find((k) => k.name === 'Temp bot')?.group, { id: ALL_USERS_ID, name: 'All Users' });
     // It keeps the dropped group's rules as its own: all-users allows /open/**, temps allowed /temps/**, so it gains
     // no route from the move (and here keeps none, since the two share none).
     assert.equal(await through(w, tempKey, 'GET', '/open/x'), 403, 'a key of a group the file dropped gained a route');

@@ -256,6 +256,42 @@ describe('api-owned rows', () => {
     assert.deepEqual((await applyText(db, base())).plan.changes, [], 'once adopted, the file matches');
   });
 
+  test('a group renamed in the file only in case keeps its row and its keys (names are unique ignoring case)', async (t) => {
+    const db = tempDir(t).path('keygate.db');
+    await applyText(db, base());
+    insertApiKey(db, { name: 'Made in the UI', key: 'ui-made-key-0123456789abc', group: 'analysts' });
+    const before = tables(db).groups.find((g) => g.name === 'analysts');
+    const renamed = base().replace('- name: analysts', '- name: Analysts').replace('group: analysts', 'group: Analysts');
+
+    const { plan } = await applyText(db, renamed);
+    const c = changeFor(plan.changes, 'group', 'Analysts');
+    assert.equal(c.action, 'update');
+    assert.deepEqual(c.fields, ['name']);
+    assert.ok(!plan.changes.some((x) => x.action === 'delete' || x.kind === 'key'), JSON.stringify(plan.changes));
+    const after = tables(db).groups.find((g) => g.name === 'Analysts');
+    assert.equal(after?.id, before?.id, 'the group kept its row');
+    assert.equal(keyRow(db, 'Made in the UI').group_name, 'Analysts', 'the api key stayed in the group');
+    assert.equal(keyRow(db, 'CI bot').group_name, 'Analysts');
+    assert.deepEqual((await applyText(db, renamed)).plan.changes, []);
+  });
+
+  test('adopts an api-owned group whose name matches a declared one ignoring case, in the file\'s spelling', async (t) => {
+    const db = tempDir(t).path('keygate.db');
+    await applyText(db, withoutAnalysts());
+    const sqlite = new Database(db);
+    sqlite.prepare("INSERT INTO groups (id, name, description, allow, source, builtin, created_at, updated_at) VALUES (777, 'ANALYSTS', NULL, NULL, 'api', 0, 'x', 'x')").run();
+    sqlite.close();
+    insertApiKey(db, { name: 'Made in the UI', key: 'ui-made-key-0123456789abc', group: 'ANALYSTS' });
+
+    const { plan } = await applyText(db, base());
+    const c = changeFor(plan.changes, 'group', 'analysts');
+    assert.equal(c.adopt, true);
+    assert.ok(c.fields?.includes('name') && c.fields.includes('source'));
+    const groups = tables(db).groups.filter((g) => String(g.name).toLowerCase() === 'analysts');
+    assert.deepEqual(groups.map((g) => [g.id, g.name, g.source]), [[777, 'analysts', 'config']]);
+    assert.equal(keyRow(db, 'Made in the UI').group_name, 'analysts');
+  });
+
   test('moves the api-owned keys of a group that the file no longer declares to all-users', async (t) => {
     const db = tempDir(t).path('keygate.db');
     await applyText(db, base());

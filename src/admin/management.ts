@@ -88,7 +88,7 @@ export function managementGateway(o: GatewayOptions): ApiHandler {
       const body = match.body ? await readBody(req) : null;
       let reply: ApiReply;
       try {
-        reply = await o.call({ route: match.name, params: match.params, body, actor });
+        reply = await o.call({ route: match.name, params: match.params, body, query: url.search.slice(1), actor });
       } catch (err) {
         throw new Refusal(503, { error: 'control_unavailable', message: `the change could not be made: ${(err as Error).message}; try again` }, { 'retry-after': '1' });
       }

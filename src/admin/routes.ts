@@ -13,6 +13,7 @@ export type RouteName =
   | 'group.list'
   | 'group.get'
   | 'group.create'
+  | 'group.update'
   | 'group.delete';
 
 interface Route {
@@ -33,6 +34,7 @@ export const ROUTES: readonly Route[] = [
   { method: 'GET', pattern: /^\/api\/permissions\/group\/?$/, name: 'group.list', body: false },
   { method: 'POST', pattern: /^\/api\/permissions\/group\/?$/, name: 'group.create', body: true },
   { method: 'GET', pattern: /^\/api\/permissions\/group\/(\d{1,16})\/?$/, name: 'group.get', body: false },
+  { method: 'PUT', pattern: /^\/api\/permissions\/group\/(\d{1,16})\/?$/, name: 'group.update', body: true },
   { method: 'DELETE', pattern: /^\/api\/permissions\/group\/(\d{1,16})\/?$/, name: 'group.delete', body: false },
 ];
 

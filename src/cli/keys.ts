@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { ALL_USERS_GROUP } from '../config/types.ts';
+import { ALL_USERS_GROUP, groupDisplayName } from '../config/types.ts';
 import { KeygateError } from '../errors.ts';
 import { DEFAULT_KEY_PREFIX, generateKey, keyHashString, maskKey } from '../keys/material.ts';
 import { displayLocation, openStore } from '../store/open.ts';
@@ -99,7 +99,8 @@ async function list(args: string[], io: Io): Promise<number> {
   }
   const store = await openStore(dbFile, { readOnly: true });
   try {
-    const groups = new Map((await store.listGroups()).map((g) => [g.id, g.name]));
+    // Metabase's names of the built-in groups ("Administrators", "All Users"), as the management API shows them.
+    const groups = new Map((await store.listGroups()).map((g) => [g.id, groupDisplayName(g)]));
     const rows = (await store.listKeys()).map((k) => ({
       id: k.id,
       name: k.name,

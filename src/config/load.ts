@@ -6,7 +6,7 @@ import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { Diagnostic } from '../errors.ts';
 import { checkSchema } from './schema.ts';
 import { displayPath, Positions, type DocPath } from './positions.ts';
-import { expandTemplate, hasTemplate } from './template.ts';
+import { EnvLookup, expandTemplate, mayHoldTemplate, type ExpandResult } from './template.ts';
 import { checkSemantics } from './semantic.ts';
 import type { DesiredState, RawConfig } from './types.ts';
 
@@ -118,11 +118,11 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
   // No message ever quotes a value, so secrets never show in them.
   const templated = new Set<string>();
   const missing = new Set<string>();
-  expandAll(typed, env, templated, (p, names) => {
+  expandAll(typed, new EnvLookup(env), templated, (p, failure) => {
     missing.add(p.join('/'));
-    for (const name of names) {
-      errors.push(diag(p, 'env_missing', `environment variable "${name}" is not set`));
-    }
+    for (const name of failure.missing) errors.push(diag(p, 'env_missing', `environment variable "${name}" is not set`));
+    for (const message of failure.ambiguous) errors.push(diag(p, 'env_ambiguous', message));
+    if (failure.invalid !== null) errors.push(diag(p, 'invalid_template', `invalid template: ${failure.invalid}`));
   });
   for (const problem of checkSchema(raw)) {
     if (missing.has(problem.path.join('/'))) continue;
@@ -196,24 +196,25 @@ function warnIgnoredSections(
   }
 }
 
-/** Expands `{{env NAME}}` in the string values of keygate's sections, in place. */
+/** Expands `{{env NAME}}` (and Metabase's other template forms) in the string values of keygate's sections, in place. */
 function expandAll(
   raw: RawConfig,
-  env: NodeJS.ProcessEnv,
+  env: EnvLookup,
   templated: Set<string>,
-  onMissing: (p: DocPath, names: string[]) => void,
+  onFailure: (p: DocPath, failure: Extract<ExpandResult, { ok: false }>) => void,
 ): void {
   const cfg = raw?.config;
   if (cfg === null || typeof cfg !== 'object') return;
   const walk = (value: unknown, p: Array<string | number>): unknown => {
     if (typeof value === 'string') {
-      if (!value.includes('{{') || !hasTemplate(value)) return value;
-      templated.add(p.join('/'));
+      if (!mayHoldTemplate(value)) return value;
       const r = expandTemplate(value, env);
       if (!r.ok) {
-        onMissing(p, r.missing);
+        templated.add(p.join('/'));
+        onFailure(p, r);
         return value;
       }
+      if (r.templated) templated.add(p.join('/'));
       return r.value;
     }
     if (Array.isArray(value)) {

@@ -106,7 +106,7 @@ function describe(e: ErrorObject, data: unknown): SchemaProblem | null {
       };
     }
     case 'type':
-      return { path, code: 'schema.type', message: `must be ${article(String(p.type))}` };
+      return { path, code: 'schema.type', message: `must be ${String(p.type).split(',').map(article).join(' or ')}` };
     case 'enum':
       return {
         path,

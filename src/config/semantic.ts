@@ -5,7 +5,11 @@ import type { DocPath } from './positions.ts';
 import {
   ADMIN_GROUP,
   ALL_USERS_GROUP,
+  BUILTIN_DISPLAY_NAMES,
   BUILTIN_GROUPS,
+  BUILTIN_NAME_KEYS,
+  builtinGroupFor,
+  groupNameKey,
   type DesiredGroup,
   type DesiredKey,
   type DesiredState,
@@ -67,24 +71,39 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
 
   // groups
   const groups: DesiredGroup[] = [];
-  const groupNames = new Map<string, number>();
+  /** Declared groups by name ignoring case (the built-in all-users under its config name). */
+  const groupNames = new Map<string, { index: number; name: string }>();
   const rawGroups = Array.isArray(cfg.groups) ? cfg.groups : [];
   let allUsers: DesiredGroup = { id: BUILTIN_GROUPS[ALL_USERS_GROUP].id, name: ALL_USERS_GROUP, description: BUILTIN_GROUPS[ALL_USERS_GROUP].description, allow: null };
   rawGroups.forEach((g, i) => {
     const p: DocPath = ['config', 'groups', i];
     if (!isObj(g)) return;
-    const name = str(g.name);
-    if (name === undefined) return;
-    if (name === ADMIN_GROUP) {
-      error([...p, 'name'], 'reserved_group', `group "${ADMIN_GROUP}" is built in and reserved: it always allows everything`);
+    const written = str(g.name);
+    if (written === undefined) return;
+    const builtin = builtinGroupFor(written);
+    const key = groupNameKey(written);
+    if (builtin === ADMIN_GROUP || key === groupNameKey(ADMIN_GROUP) || key === groupNameKey(BUILTIN_DISPLAY_NAMES[ADMIN_GROUP] as string)) {
+      error([...p, 'name'], 'reserved_group', `group ${quote([...p, 'name'], written)} is built in and reserved: it always allows everything`);
       return;
     }
-    const first = groupNames.get(name);
+    if (builtin === null && BUILTIN_NAME_KEYS.has(key)) {
+      error(
+        [...p, 'name'],
+        'reserved_group',
+        `group ${quote([...p, 'name'], written)} differs only in case from a built-in group's name (group names are unique ignoring case): write "${ALL_USERS_GROUP}" or "${BUILTIN_DISPLAY_NAMES[ALL_USERS_GROUP]}" to set the built-in group's rules`,
+      );
+      return;
+    }
+    // `All Users` is Metabase's name of the built-in `all-users`: one group, either spelling.
+    const name = builtin ?? written;
+    const first = groupNames.get(builtin === null ? key : ALL_USERS_GROUP);
     if (first !== undefined) {
-      error([...p, 'name'], 'duplicate_group', `duplicate group name ${quote([...p, 'name'], name)} (first declared at groups[${first}])`);
+      const why = builtin === null ? 'group names are unique ignoring case' : 'the same built-in group';
+      const same = first.name === written ? '' : ` as ${quote(['config', 'groups', first.index, 'name'], first.name)}, ${why}`;
+      error([...p, 'name'], 'duplicate_group', `duplicate group name ${quote([...p, 'name'], written)} (first declared at groups[${first.index}]${same})`);
       return;
     }
-    groupNames.set(name, i);
+    groupNames.set(builtin === null ? key : ALL_USERS_GROUP, { index: i, name: written });
     const allow = checkAllow(g.allow, [...p, 'allow'], error, quote);
     const group: DesiredGroup = {
       id: name === ALL_USERS_GROUP ? BUILTIN_GROUPS[ALL_USERS_GROUP].id : derivedId('group', name),
@@ -98,6 +117,12 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
   const admin: DesiredGroup = { id: BUILTIN_GROUPS[ADMIN_GROUP].id, name: ADMIN_GROUP, description: BUILTIN_GROUPS[ADMIN_GROUP].description, allow: null };
   const known = [ADMIN_GROUP, ALL_USERS_GROUP, ...groups.map((g) => g.name)];
   const knownSet = new Set(known);
+  /** For a "did you mean": declared names by their key, quoted as safely as where they were written. */
+  const knownByKey = new Map<string, string>([
+    [groupNameKey(ADMIN_GROUP), JSON.stringify(ADMIN_GROUP)],
+    [groupNameKey(ALL_USERS_GROUP), JSON.stringify(ALL_USERS_GROUP)],
+  ]);
+  for (const [key, first] of groupNames) if (key !== ALL_USERS_GROUP) knownByKey.set(key, quote(['config', 'groups', first.index, 'name'], first.name));
 
   // api-keys
   const keys: DesiredKey[] = [];
@@ -114,9 +139,13 @@ export function checkSemantics(raw: RawConfig, ctx: SemanticContext): DesiredSta
         error([...p, 'name'], 'duplicate_name', `duplicate key name ${quote([...p, 'name'], name)} (first declared at api-keys[${first}])`);
       } else keyNames.set(name, i);
     }
-    const group = str(k.group);
-    if (group !== undefined && !knownSet.has(group)) {
-      error([...p, 'group'], 'unknown_group', `unknown group ${quote([...p, 'group'], group)} (declared: ${known.join(', ')})`);
+    const written = str(k.group);
+    // Metabase's names of the built-in groups ("Administrators", "All Users") are accepted too.
+    const group = written === undefined ? undefined : (builtinGroupFor(written) ?? written);
+    if (written !== undefined && group !== undefined && !knownSet.has(group)) {
+      const close = knownByKey.get(groupNameKey(written));
+      const hint = close === undefined ? '' : `: did you mean ${close}? a reference must spell the name as declared`;
+      error([...p, 'group'], 'unknown_group', `unknown group ${quote([...p, 'group'], written)} (declared: ${known.join(', ')})${hint}`);
     }
     const creator = str(k.creator);
     if (creator !== undefined && users !== null && !emails.has(creator.toLowerCase())) {

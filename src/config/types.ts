@@ -38,6 +38,37 @@ export const BUILTIN_GROUPS = {
   [ADMIN_GROUP]: { id: 2, description: 'Administrators' },
 } as const;
 
+/**
+ * Metabase's names of the built-in groups, which the management API, the admin
+ * page and `keys list` show. The database rows keep the config file's names
+ * (`admin`, `all-users`), which the file, plans and the proxy's
+ * `x-api-key-group` header use; the file accepts Metabase's names as well.
+ */
+export const BUILTIN_DISPLAY_NAMES: Readonly<Record<string, string>> = {
+  [ALL_USERS_GROUP]: 'All Users',
+  [ADMIN_GROUP]: 'Administrators',
+};
+
+/** What a group is called in API answers: Metabase's name for a built-in group, else its own. */
+export function groupDisplayName(g: { name: string; builtin: boolean }): string {
+  return g.builtin ? (BUILTIN_DISPLAY_NAMES[g.name] ?? g.name) : g.name;
+}
+
+/** The config-file name of the built-in group that `name` (either spelling) stands for, if any. */
+export function builtinGroupFor(name: string): typeof ADMIN_GROUP | typeof ALL_USERS_GROUP | null {
+  if (name === ADMIN_GROUP || name === BUILTIN_DISPLAY_NAMES[ADMIN_GROUP]) return ADMIN_GROUP;
+  if (name === ALL_USERS_GROUP || name === BUILTIN_DISPLAY_NAMES[ALL_USERS_GROUP]) return ALL_USERS_GROUP;
+  return null;
+}
+
+/** Group names are unique ignoring case (as in Metabase): the key they are compared by. */
+export const groupNameKey = (name: string): string => name.toLowerCase();
+
+/** Every name, compared ignoring case, that a built-in group holds: no other group may take one. */
+export const BUILTIN_NAME_KEYS: ReadonlySet<string> = new Set(
+  [ADMIN_GROUP, ALL_USERS_GROUP, ...Object.values(BUILTIN_DISPLAY_NAMES)].map(groupNameKey),
+);
+
 export interface DesiredGroup {
   id: number;
   name: string;

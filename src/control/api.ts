@@ -5,7 +5,7 @@
  * store in one transaction, and answers in Metabase's shapes. Keys and groups
  * declared in the config file belong to the file: changing them here is 409.
  */
-import { ADMIN_GROUP, ALL_USERS_GROUP, BUILTIN_GROUPS } from '../config/types.ts';
+import { ADMIN_GROUP, ALL_USERS_GROUP, BUILTIN_GROUPS, BUILTIN_NAME_KEYS, groupDisplayName, groupNameKey } from '../config/types.ts';
 import { StoreConflictError } from '../errors.ts';
 import { digestKey, displayPrefix, generateKey, maskKey, randomId } from '../keys/material.ts';
 import { reassignedKeyRules } from '../reconcile/diff.ts';
@@ -25,6 +25,8 @@ export class HttpError extends Error {
 }
 
 const badField = (field: string, message: string): HttpError => new HttpError(400, { errors: { [field]: message } });
+/** Metabase's words (permissions_group.clj, check-name-not-already-taken). */
+const GROUP_NAME_TAKEN = 'A group with that name already exists.';
 const notFound = (what: string): HttpError => new HttpError(404, { error: 'not_found', message: `${what} not found` });
 
 function parseBody(text: string | null): Record<string, unknown> {
@@ -40,9 +42,10 @@ function parseBody(text: string | null): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** A required field, or an optional one that is absent or null (Metabase: a null field is left as it is). */
 function nameField(body: Record<string, unknown>, required: boolean): string | undefined {
   const v = body.name;
-  if (v === undefined && !required) return undefined;
+  if ((v === undefined || v === null) && !required) return undefined;
   if (typeof v !== 'string' || v.trim() === '') throw badField('name', 'value must be a non-blank string.');
   if (v.length > 254) throw badField('name', 'value must be at most 254 characters.');
   return v;
@@ -50,7 +53,7 @@ function nameField(body: Record<string, unknown>, required: boolean): string | u
 
 function idField(body: Record<string, unknown>, field: string, required: boolean): number | undefined {
   const v = body[field];
-  if (v === undefined && !required) return undefined;
+  if ((v === undefined || v === null) && !required) return undefined;
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw badField(field, 'value must be an integer greater than zero.');
   return v;
 }
@@ -61,6 +64,24 @@ function optionalText(body: Record<string, unknown>, field: string): string | nu
   if (typeof v !== 'string') throw badField(field, 'value must be a string or null.');
   return v;
 }
+
+/** Metabase's paging of the group list: `limit` and `offset`; either one given pages (limit 50, offset 0 by default). */
+function paging(query: string | undefined): { limit: number; offset: number } | null {
+  const q = new URLSearchParams(query ?? '');
+  const read = (field: 'limit' | 'offset'): number | null => {
+    const v = q.get(field);
+    if (v === null || v === '') return null;
+    if (!/^\d{1,15}$/.test(v)) throw badField(field, 'value must be an integer greater than or equal to zero.');
+    return Number(v);
+  };
+  const limit = read('limit');
+  const offset = read('offset');
+  if (limit === null && offset === null) return null;
+  return { limit: limit ?? DEFAULT_PAGE_LIMIT, offset: offset ?? 0 };
+}
+
+/** Metabase's page size when only `offset` is given. */
+const DEFAULT_PAGE_LIMIT = 50;
 
 function parseUpdatedBy(text: string | null): { id: number | null; common_name: string } | null {
   if (text === null) return null;
@@ -93,10 +114,11 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
 
   function keyJson(k: KeyRow, groups: Map<number, GroupRow>): Record<string, unknown> {
     const pending = ctx.pendingUse(k.id);
+    const group = groups.get(k.groupId);
     return {
       id: k.id,
       name: k.name,
-      group: { id: k.groupId, name: groups.get(k.groupId)?.name ?? null },
+      group: { id: k.groupId, name: group === undefined ? null : groupDisplayName(group) },
       group_id: k.groupId,
       masked_key: maskKey(k.prefix),
       created_at: k.createdAt,
@@ -114,7 +136,7 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
   function groupJson(g: GroupRow, counts: Map<number, number>): Record<string, unknown> {
     return {
       id: g.id,
-      name: g.name,
+      name: groupDisplayName(g),
       member_count: counts.get(g.id) ?? 0,
       source: g.builtin ? 'builtin' : g.source,
       description: g.description,
@@ -145,6 +167,41 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
     const k = await r.getKey(id);
     if (k === null) throw notFound(`API key ${id}`);
     return k;
+  }
+
+  /**
+   * A member of a group, in the shape of Metabase's member objects: in Metabase an API key acts
+   * through a user of its own ("api-key-user-…@api-key.invalid") whose first name is the key's name;
+   * keygate has no users, so the key stands in for it. A key belongs to its one group only.
+   */
+  function memberJson(k: KeyRow): Record<string, unknown> {
+    return {
+      user_id: k.id,
+      membership_id: k.id,
+      first_name: k.name,
+      last_name: '',
+      common_name: k.name,
+      email: `api-key-user-${k.id}@api-key.invalid`,
+      is_group_manager: false,
+      api_key: { id: k.id, name: k.name, masked_key: maskKey(k.prefix), source: k.source, disabled: k.disabled, expires_at: k.expiresAt },
+    };
+  }
+
+  function builtinGroup(g: GroupRow): HttpError {
+    // Metabase's words (permissions_group.clj, check-not-magic-group).
+    return new HttpError(400, { error: 'builtin_group', message: `You cannot edit or delete the '${groupDisplayName(g)}' permissions group!` });
+  }
+
+  const isBuiltin = (g: GroupRow): boolean => g.builtin || g.name === ADMIN_GROUP || g.name === ALL_USERS_GROUP;
+
+  /**
+   * Group names are unique ignoring case (Metabase's rule); the built-in groups hold both their
+   * names (`admin` and "Administrators", `all-users` and "All Users").
+   */
+  async function uniqueGroupName(r: StoreReads, name: string): Promise<void> {
+    const key = groupNameKey(name);
+    const taken = BUILTIN_NAME_KEYS.has(key) || (await r.listGroups()).some((g) => groupNameKey(g.name) === key || groupNameKey(groupDisplayName(g)) === key);
+    if (taken) throw badField('name', GROUP_NAME_TAKEN);
   }
 
   async function uniqueName(r: StoreReads, name: string, except?: number): Promise<void> {
@@ -194,7 +251,9 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
         return { before: k, row: (await tx.getKey(id)) as KeyRow, groups: await groupsById(tx) };
       });
       record(a.actor, 'api_key.regenerate', { id, name: before.name }, summary(before, groups), summary(row, groups));
-      return { status: 200, body: { id: row.id, unmasked_key: key, masked_key: maskKey(row.prefix), prefix: row.prefix }, action: 'api_key.regenerate' };
+      // Metabase answered with the whole key (name, group, created_at, …) in some versions and with
+      // {id, unmasked_key, masked_key, prefix} in others: this answer carries both.
+      return { status: 200, body: { ...keyJson(row, groups), unmasked_key: key, prefix: row.prefix }, action: 'api_key.regenerate' };
     },
     'key.update': async (a) => {
       const id = Number(a.params[0]);
@@ -230,14 +289,48 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
       record(a.actor, 'api_key.delete', { id, name: k.name }, summary(k, groups), null);
       return { status: 204, body: null, action: 'api_key.delete' };
     },
-    'group.list': async () => {
+    'group.list': async (a) => {
+      const page = paging(a.query);
       const counts = await ctx.store.memberCounts();
-      return { status: 200, body: (await ctx.store.listGroups()).map((g) => groupJson(g, counts)) };
+      // Metabase orders by lower-cased name (its names for the built-in groups included).
+      const groups = (await ctx.store.listGroups())
+        .map((g) => ({ g, key: groupNameKey(groupDisplayName(g)) }))
+        .sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : x.g.id - y.g.id))
+        .map((x) => x.g);
+      const shown = page === null ? groups : groups.slice(page.offset, page.offset + page.limit);
+      return { status: 200, body: shown.map((g) => groupJson(g, counts)) };
     },
     'group.get': async (a) => {
       const g = await ctx.store.getGroup(Number(a.params[0]));
       if (g === null) throw notFound(`group ${a.params[0]}`);
-      return { status: 200, body: groupJson(g, await ctx.store.memberCounts()) };
+      const members = (await ctx.store.listKeys())
+        .filter((k) => k.groupId === g.id)
+        .sort((x, y) => (groupNameKey(x.name) < groupNameKey(y.name) ? -1 : groupNameKey(x.name) > groupNameKey(y.name) ? 1 : x.id - y.id));
+      return { status: 200, body: { ...groupJson(g, new Map([[g.id, members.length]])), members: members.map(memberJson) } };
+    },
+    'group.update': async (a) => {
+      const id = Number(a.params[0]);
+      const at = ctx.now().toISOString();
+      const result = await ctx.store.write(async (tx) => {
+        const g = await tx.getGroup(id);
+        if (g === null) throw notFound(`group ${a.params[0]}`);
+        if (isBuiltin(g)) throw builtinGroup(g);
+        if (g.source === 'config') throw managedByConfig('group', g.name);
+        const body = parseBody(a.body);
+        const name = nameField(body, true) as string;
+        const description = optionalText(body, 'description');
+        // As in Metabase, a new name is checked against every group, this one included.
+        if (name !== g.name) await uniqueGroupName(tx, name);
+        const changed = name !== g.name || (description !== undefined && description !== g.description);
+        if (changed) {
+          await tx.updateGroups([{ id, name, description: description === undefined ? g.description : description, allow: g.allow, source: g.source, at }]);
+        }
+        return { before: g, row: (await tx.getGroup(id)) as GroupRow, counts: await tx.memberCounts(), changed };
+      });
+      if (!result.changed) return { status: 200, body: groupJson(result.row, result.counts) };
+      const view = (g: GroupRow): object => ({ name: g.name, description: g.description });
+      record(a.actor, 'group.update', { id, name: result.row.name }, view(result.before), view(result.row));
+      return { status: 200, body: groupJson(result.row, result.counts), action: 'group.update' };
     },
     'group.create': async (a) => {
       const body = parseBody(a.body);
@@ -245,7 +338,7 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
       const description = optionalText(body, 'description') ?? null;
       const at = ctx.now().toISOString();
       const g = await ctx.store.write(async (tx) => {
-        if ((await tx.getGroupByName(name)) !== null) throw badField('name', 'A group with this name already exists.');
+        await uniqueGroupName(tx, name);
         const id = randomId();
         await tx.insertGroups([{ id, name, description, allow: null, source: 'api', at }]);
         return (await tx.getGroup(id)) as GroupRow;
@@ -259,9 +352,7 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
       const { g, moved } = await ctx.store.write(async (tx) => {
         const g = await tx.getGroup(id);
         if (g === null) throw notFound(`group ${a.params[0]}`);
-        if (g.builtin || g.name === ADMIN_GROUP || g.name === ALL_USERS_GROUP) {
-          throw new HttpError(400, { error: 'builtin_group', message: `group "${g.name}" is built in and cannot be deleted` });
-        }
+        if (isBuiltin(g)) throw builtinGroup(g);
         if (g.source === 'config') throw managedByConfig('group', g.name);
         // Its keys move to all-users (Metabase's rule), never gaining a route by it.
         const members = (await tx.listKeys()).filter((k) => k.groupId === id);
@@ -286,7 +377,7 @@ export function managementApi(ctx: ApiContext): (a: ApiArgs) => Promise<ApiReply
       if (err instanceof HttpError) return reply(err.status, err.body, err.headers, null);
       if (err instanceof StoreConflictError) {
         // Another writer took the name between our check and our write.
-        return reply(400, { errors: { name: `A${err.kind === 'key' ? 'n API key' : ' group'} with this name already exists.` } }, {}, null);
+        return reply(400, { errors: { name: err.kind === 'key' ? 'An API key with this name already exists.' : GROUP_NAME_TAKEN } }, {}, null);
       }
       throw err;
     }

@@ -72,6 +72,8 @@ export interface ApiArgs {
   params: string[];
   /** The request body as text (bounded by the serving side), or null when the route takes none. */
   body: string | null;
+  /** The query string, without its `?` (paging of the group list). */
+  query?: string;
   actor: { id: number; name: string };
 }
 

@@ -2,7 +2,7 @@
  * The pure heart of reconcile: compare what the file declares with what the
  * database holds and list the changes. Opens no file, database or logger.
  */
-import { ALL_USERS_GROUP, type DesiredGroup, type DesiredKey, type DesiredState } from '../config/types.ts';
+import { ALL_USERS_GROUP, groupNameKey, type DesiredGroup, type DesiredKey, type DesiredState } from '../config/types.ts';
 import type { AllowRule } from '../rules/match.ts';
 import type { ActualState, GroupRow, KeyRow } from '../store/types.ts';
 
@@ -22,6 +22,7 @@ export interface KeyView {
 }
 
 export interface GroupView {
+  name: string;
   description: string | null;
   allow: readonly AllowRule[] | null;
   source: 'config' | 'api';
@@ -66,7 +67,7 @@ export interface Plan {
 const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 
 function groupView(g: DesiredGroup | GroupRow, source: 'config' | 'api'): GroupView {
-  return { description: g.description, allow: g.allow, source };
+  return { name: g.name, description: g.description, allow: g.allow, source };
 }
 
 function keyViewOfDesired(k: DesiredKey): KeyView {
@@ -100,16 +101,30 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
   let unchanged = 0;
   const groupsByName = new Map(actual.groups.map((g) => [g.name, g]));
   const groupNameById = new Map(actual.groups.map((g) => [g.id, g.name]));
-  const desiredGroups = new Set(desired.groups.map((g) => g.name));
+  // Group names are unique ignoring case (Metabase's rule): a declared "Analysts" is the row
+  // "analysts", renamed, unless the file declares "analysts" too.
+  const groupsByKey = new Map<string, GroupRow>();
+  for (const g of actual.groups) if (!groupsByKey.has(groupNameKey(g.name))) groupsByKey.set(groupNameKey(g.name), g);
+  const desiredNames = new Set(desired.groups.map((g) => g.name));
+  /** Rows the file declares: desired group name → row id. */
+  const matched = new Map<string, number>();
+  const matchedIds = new Set<number>();
 
   // Groups: creates and updates.
   for (const g of desired.groups) {
-    const row = groupsByName.get(g.name);
+    let row = groupsByName.get(g.name);
+    if (row === undefined) {
+      const other = groupsByKey.get(groupNameKey(g.name));
+      if (other !== undefined && !desiredNames.has(other.name) && !matchedIds.has(other.id)) row = other;
+    }
     if (row === undefined) {
       changes.push({ action: 'create', kind: 'group', name: g.name, id: g.id, after: groupView(g, 'config') });
       continue;
     }
+    matched.set(g.name, row.id);
+    matchedIds.add(row.id);
     const fields: string[] = [];
+    if (row.name !== g.name) fields.push('name');
     if (row.description !== g.description) fields.push('description');
     if (!sameJson(row.allow, g.allow)) fields.push('allow');
     if (row.source === 'api') fields.push('source');
@@ -141,7 +156,7 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
     }
     const rowGroup = groupNameById.get(row.groupId) ?? '?';
     const fields: string[] = [];
-    if (rowGroup !== k.group) fields.push('group');
+    if (row.groupId !== matched.get(k.group)) fields.push('group');
     if (row.digest !== k.digest) fields.push('key');
     if (row.description !== k.description) fields.push('description');
     if (row.creator !== k.creator) fields.push('creator');
@@ -184,7 +199,7 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
   // Metabase, but never gain a route by it (see `reassignment`).
   let keysMoved = 0;
   for (const row of actual.groups) {
-    if (row.source !== 'config' || row.builtin || desiredGroups.has(row.name)) continue;
+    if (row.source !== 'config' || row.builtin || matchedIds.has(row.id)) continue;
     for (const k of actual.keys) {
       if (k.groupId !== row.id || k.source !== 'api') continue;
       keysMoved++;

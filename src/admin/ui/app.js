@@ -116,7 +116,9 @@
     return h('time', { datetime: iso, title: exact(iso) }, relative(iso));
   }
 
-  const groupLabel = (g) => (g.description && g.source === 'builtin' ? `${g.name} (${g.description})` : g.name);
+  // The management API names groups as Metabase does: the built-in ones are "Administrators" and "All Users".
+  const groupLabel = (g) => g.name;
+  const ALL_USERS_ID = 1;
   const byName = (a, b) => a.name.localeCompare(b.name, undefined, { sensitivity: 'base' }) || a.id - b.id;
 
   function sourceBadge(source) {
@@ -369,7 +371,10 @@
             'td',
             { class: 'actions', 'data-label': 'Actions' },
             g.source === 'api'
-              ? h('button', { type: 'button', class: 'danger', 'aria-label': `Delete group ${g.name}`, onclick: (e) => deleteGroup(g, e.currentTarget) }, 'Delete')
+              ? [
+                  h('button', { type: 'button', class: 'secondary', 'aria-label': `Edit group ${g.name}`, onclick: (e) => editGroup(g, e.currentTarget) }, 'Edit'),
+                  h('button', { type: 'button', class: 'danger', 'aria-label': `Delete group ${g.name}`, onclick: (e) => deleteGroup(g, e.currentTarget) }, 'Delete'),
+                ]
               : h(
                   'span',
                   { class: 'readonly', title: g.source === 'builtin' ? 'Built-in groups cannot be deleted.' : `Declared in ${state.status?.config_file ?? 'the config file'}: change it there.` },
@@ -474,7 +479,7 @@
   function groupSelect(selectedId) {
     const groups = [...state.groups].sort(byName);
     const select = h('select', { name: 'group' }, ...groups.map((g) => h('option', { value: String(g.id) }, groupLabel(g))));
-    const fallback = groups.find((g) => g.name === 'all-users') ?? groups[0];
+    const fallback = groups.find((g) => g.id === ALL_USERS_ID) ?? groups[0];
     select.value = String(selectedId ?? fallback?.id ?? '');
     return select;
   }
@@ -695,6 +700,29 @@
       },
     });
     openModal('Create group', form, opener, { focus: name });
+  }
+
+  function editGroup(g, opener) {
+    const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '254', autocomplete: 'off', value: g.name });
+    const description = h('input', { type: 'text', name: 'description', autocomplete: 'off', value: g.description ?? '' });
+    const form = nameForm({
+      name,
+      nameLabel: 'Group name',
+      missing: 'Enter a name for the group.',
+      submitLabel: 'Save',
+      fields: [
+        field('Description', description),
+        h('p', { class: 'hint' }, 'Renaming changes the group name that its keys carry to the upstream (the x-api-key-group header). Names are unique ignoring case.'),
+      ],
+      send: async () => {
+        const body = { name: name.value.trim(), description: described(description) ?? null };
+        await api('PUT', `/api/permissions/group/${g.id}`, body);
+        closeModal();
+        toast(`Saved group “${body.name}”.`);
+        void refresh();
+      },
+    });
+    openModal(`Edit group “${g.name}”`, form, opener, { focus: name });
   }
 
   function deleteGroup(g, opener) {
