@@ -48,6 +48,8 @@ const NULL_DEFAULTS: Partial<Record<keyof Settings, string>> = {
   upstream: 'none: `serve` starts the built-in demo upstream',
   database: '`keygate.db` beside the config file',
   maxDeletes: 'refuse when more than 10 **and** more than a quarter of the config-owned keys would be deleted',
+  tls: 'none: plain HTTP',
+  adminTls: 'as `tls`',
 };
 
 /**
@@ -69,6 +71,8 @@ const TAKES_EFFECT: Record<string, string> = {
   shutdown_grace_ms: 'on reload',
   last_used_flush_ms: 'at the next restart',
   workers: 'at the next restart (a change is logged as a warning)',
+  tls: 'at the next restart for the file names (a change is logged as a warning); new contents of the files, at once',
+  admin_tls: 'at the next restart for the file names (a change is logged as a warning); new contents of the files, at once',
 };
 
 const camel = (snake: string): string => snake.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'KG_ERR_DATABASE'
   | 'KG_ERR_STORE_CONFLICT'
   | 'KG_ERR_STORE_UNAVAILABLE'
+  | 'KG_ERR_TLS'
   | 'KG_ERR_USAGE';
 
 export class KeygateError extends Error {

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { Server } from 'node:net';
 
 /** Starts `server` on host:port; rejects with the listen error (EADDRINUSE, …). */
 export function listenOn(server: Server, host: string, port: number): Promise<void> {

@@ -85,6 +85,8 @@ export function managementGateway(o: GatewayOptions): ApiHandler {
         const allow = match.allow.join(', ');
         throw new Refusal(405, { error: 'method_not_allowed', message: `use ${allow}` }, { allow });
       }
+      // A client waiting for 100 Continue gets it now that its key is checked, and sends the body.
+      if ((req as IncomingMessage & { expectsContinue?: boolean }).expectsContinue === true && match.body) res.writeContinue();
       const body = match.body ? await readBody(req) : null;
       let reply: ApiReply;
       try {
@@ -108,6 +110,8 @@ export function managementGateway(o: GatewayOptions): ApiHandler {
     } catch (err) {
       if (!(err instanceof Refusal)) throw err;
       const extra: Record<string, string> = { ...err.headers };
+      // A body that was announced but never asked for is not read: the connection ends with the answer.
+      if ((req as IncomingMessage & { expectsContinue?: boolean }).expectsContinue === true) res.shouldKeepAlive = false;
       if (err.status === 401) extra['www-authenticate'] = `ApiKey realm="keygate", header="${o.keyHeader()}"`;
       sendJson(res, err.status, err.body, extra);
       req.resume();

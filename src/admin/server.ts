@@ -1,4 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { secureOptions, type TlsMaterial } from '../tls.ts';
 import type { Logger } from 'pino';
 import { boundAddress, listenOn } from '../listen.ts';
 import type { Metrics } from './metrics.ts';
@@ -15,6 +18,8 @@ export interface AdminOptions {
   ready: () => boolean;
   status: () => object;
   api?: ApiHandler;
+  /** Serve HTTPS with this certificate and key (renewed later with `setTls`). */
+  tls?: TlsMaterial | null;
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
@@ -30,22 +35,37 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, ex
 
 /** The admin listener: /healthz, /readyz, /status, /metrics, the management API and the admin page at /. */
 export class AdminServer {
-  readonly server: Server;
+  readonly server: Server | TlsServer;
   private readonly log: Logger;
 
   constructor(private readonly opts: AdminOptions) {
     this.log = opts.logger.child({ component: 'admin' });
-    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 60_000, connectionsCheckingInterval: 1_000 }, (req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       void this.handle(req, res).catch((err: unknown) => {
         this.log.error({ err: { message: (err as Error).message } }, 'admin request failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal_error', message: 'internal error' });
         else res.destroy();
       });
+    };
+    const httpOptions = { headersTimeout: 15_000, requestTimeout: 60_000, connectionsCheckingInterval: 1_000 };
+    this.server = opts.tls != null ? createTlsServer({ ...httpOptions, ...secureOptions(opts.tls) }, handler) : createServer(httpOptions, handler);
+    this.server.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
+    // `Expect: 100-continue`: no 100 before the caller is known; the management API sends it once the
+    // admin key is checked, and every other answer closes the connection instead of reading a body.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      (req as IncomingMessage & { expectsContinue?: boolean }).expectsContinue = true;
+      handler(req, res);
     });
+  }
+
+  /** Puts a renewed certificate in place: new connections get it, open ones keep theirs. */
+  setTls(m: TlsMaterial): void {
+    if ('setSecureContext' in this.server) this.server.setSecureContext(secureOptions(m));
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
+    if ((req as IncomingMessage & { expectsContinue?: boolean }).expectsContinue === true && !url.pathname.startsWith('/api/')) res.shouldKeepAlive = false;
     const method = req.method ?? 'GET';
     const readOnly = method === 'GET' || method === 'HEAD';
     switch (url.pathname) {

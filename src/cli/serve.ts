@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { locateConfig } from '../config/locate.ts';
 import { ConfigInvalidError, KeygateError } from '../errors.ts';
 import { Daemon } from '../daemon/daemon.ts';
@@ -5,7 +6,8 @@ import { parse, str } from './args.ts';
 import { printDiagnostics, type Io } from './io.ts';
 import { rootLogger } from './logger.ts';
 
-export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N|auto]
+export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL]
+                     [--workers N|auto] [--tls-cert FILE --tls-key FILE]
 
 Applies the config file, then serves the authenticating proxy (--listen,
 keygate.listen, default 127.0.0.1:8080) in front of --upstream / keygate.upstream
@@ -14,6 +16,8 @@ keygate.admin_listen, default 127.0.0.1:8081). Watches the file and reloads it;
 SIGHUP forces a reload; SIGTERM/SIGINT stop gracefully (exit 0).
 --workers N (keygate.workers; "auto": one per core) serves the proxy from N
 processes sharing its socket; the default, 1, serves it from this process.
+--tls-cert/--tls-key (keygate.tls) serve HTTPS on both listeners; renewed
+files are put in place without a restart.
 An invalid config at start is fatal: exit 1 with every error printed.
 Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).
 `;
@@ -28,6 +32,8 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
       'admin-listen': { type: 'string' },
       upstream: { type: 'string' },
       workers: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'serve',
@@ -54,12 +60,18 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
     }
     workers = workersFlag === 'auto' ? 'auto' : Math.min(256, Number(workersFlag));
   }
+  const tlsCert = str(p.values['tls-cert']);
+  const tlsKey = str(p.values['tls-key']);
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new KeygateError('KG_ERR_USAGE', 'keygate serve: --tls-cert and --tls-key go together');
+  }
+  const tls = tlsCert !== undefined && tlsKey !== undefined ? { cert: path.resolve(io.cwd, tlsCert), key: path.resolve(io.cwd, tlsKey) } : undefined;
   const file = locateConfig(str(p.values.config), io.env, io.cwd);
   const logger = rootLogger(io.env);
   const daemon = new Daemon({
     configFile: file,
     dbFlag: str(p.values.db),
-    overrides: { listen: str(p.values.listen), adminListen: str(p.values['admin-listen']), upstream, workers },
+    overrides: { listen: str(p.values.listen), adminListen: str(p.values['admin-listen']), upstream, workers, tls },
     env: io.env,
     logger,
     out: io.out,

@@ -16,6 +16,8 @@ export const DEFAULT_SETTINGS: Settings = Object.freeze({
   shutdownGraceMs: 10_000,
   lastUsedFlushMs: 5_000,
   workers: 1,
+  tls: null,
+  adminTls: null,
 });
 
 /** Maps the file's snake_case names to Settings fields. */
@@ -34,6 +36,8 @@ const FIELD: Record<string, keyof Settings> = {
   shutdown_grace_ms: 'shutdownGraceMs',
   last_used_flush_ms: 'lastUsedFlushMs',
   workers: 'workers',
+  tls: 'tls',
+  admin_tls: 'adminTls',
 };
 
 export function settingsFrom(section: Record<string, unknown> | undefined): Settings {

@@ -29,6 +29,10 @@ export interface Settings {
   lastUsedFlushMs: number;
   /** Serving processes: a count, or 'auto' (one per available core). */
   workers: number | 'auto';
+  /** HTTPS on both listeners: certificate and key files, as written (relative to the config file's folder). */
+  tls: { cert: string; key: string } | null;
+  /** The admin listener's own pair, false for plain HTTP there, null for the same as `tls`. */
+  adminTls: { cert: string; key: string } | false | null;
 }
 
 export const ADMIN_GROUP = 'admin';

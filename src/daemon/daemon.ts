@@ -19,6 +19,7 @@ import { startDemoUpstream } from './demo-upstream.ts';
 import { ReloadMachine, type LastReload, type ReloadAction, type ReloadEvent } from './reload-machine.ts';
 import { ConfigWatcher } from './watch.ts';
 import { ServingWorkers } from './workers.ts';
+import { CertificateWatcher, describeCertificate, loadTls, type TlsFiles, type TlsMaterial } from '../tls.ts';
 import type { WireProxyConfig } from './workers-protocol.ts';
 
 export type { LastReload } from './reload-machine.ts';
@@ -26,7 +27,14 @@ export type { LastReload } from './reload-machine.ts';
 export interface DaemonOptions {
   configFile: string;
   dbFlag?: string | undefined;
-  overrides: { listen?: string | undefined; adminListen?: string | undefined; upstream?: string | undefined; workers?: number | 'auto' | undefined };
+  overrides: {
+    listen?: string | undefined;
+    adminListen?: string | undefined;
+    upstream?: string | undefined;
+    workers?: number | 'auto' | undefined;
+    /** --tls-cert and --tls-key: both listeners. */
+    tls?: TlsFiles | undefined;
+  };
   env: NodeJS.ProcessEnv;
   logger: Logger;
   /** Human output (the demo hint), printed once. */
@@ -69,6 +77,7 @@ export class Daemon {
   private admin: AdminServer | null = null;
   private demo: Server | null = null;
   private watcher: ConfigWatcher | null = null;
+  private certWatchers: CertificateWatcher[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   /** Key uses since the last batch sent to the control plane (id → epoch ms). */
   private uses = new Map<number, number>();
@@ -123,6 +132,10 @@ export class Daemon {
     const adminListen = splitHostPort(this.settings.adminListen);
     const workerCount = this.workerCount();
     const control = this.control;
+    // TLS: read and checked before anything listens; a pair that does not load is fatal at start.
+    const tlsFiles = this.tlsFiles();
+    const proxyTls = tlsFiles.proxy === null ? null : loadTls(tlsFiles.proxy);
+    const adminTls = tlsFiles.admin === null ? null : loadTls(tlsFiles.admin);
     if (workerCount > 1) {
       const stream = (this.opts.logger as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym];
       this.workers = new ServingWorkers({
@@ -130,6 +143,7 @@ export class Daemon {
         listen,
         config: this.wireConfig(),
         flushMs: this.settings.lastUsedFlushMs,
+        tls: proxyTls,
         logger: this.opts.logger,
         writeLog: (text) => stream?.write(text),
         table: () => control.wholeTable(),
@@ -144,9 +158,11 @@ export class Daemon {
         logger: this.opts.logger,
         metrics: this.metrics,
         touch: (id, now) => this.uses.set(id, now),
+        tls: proxyTls,
       });
     }
     this.admin = new AdminServer({
+      tls: adminTls,
       metrics: this.metrics,
       metricsText: () => this.metricsText(),
       logger: this.opts.logger,
@@ -170,6 +186,7 @@ export class Daemon {
     if (this.workers !== null) await this.workers.start();
     else await this.proxy?.listen(listen.host, listen.port);
     await this.admin.listen(adminListen.host, adminListen.port);
+    this.watchCertificates(tlsFiles);
 
     const dbFile = this.storeInfo.kind === 'sqlite' ? this.storeInfo.location : null;
     this.watcher = new ConfigWatcher({
@@ -189,6 +206,7 @@ export class Daemon {
       {
         listen: `${p.host}:${p.port}`,
         admin_listen: `${a.host}:${a.port}`,
+        tls: { proxy: proxyTls !== null, admin: adminTls !== null },
         upstream: this.demo ? 'demo' : this.upstream.origin,
         config: file,
         database: this.storeInfo.location,
@@ -201,8 +219,8 @@ export class Daemon {
       const hint = name === null ? 'one of your keys' : `the key of "${name}" in ${path.basename(file)}`;
       this.opts.out(
         `keygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
-          `  curl -H "x-api-key: $KEY" http://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
-          `  curl -i http://${hostForUrl(p.host)}:${p.port}/api/card/1                     # no key: 401\n`,
+          `  curl -H "x-api-key: $KEY" ${proxyTls !== null ? 'https' : 'http'}://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
+          `  curl -i ${proxyTls !== null ? 'https' : 'http'}://${hostForUrl(p.host)}:${p.port}/api/card/1                     # no key: 401\n`,
       );
     }
   }
@@ -216,6 +234,47 @@ export class Daemon {
       ...(o.upstream !== undefined ? { upstream: o.upstream } : {}),
       ...(o.workers !== undefined ? { workers: o.workers } : {}),
     };
+  }
+
+  /** The certificate files of each listener, resolved against the config file's folder (null: plain HTTP). */
+  private tlsFiles(): { proxy: TlsFiles | null; admin: TlsFiles | null } {
+    const dir = path.dirname(this.opts.configFile);
+    const resolve = (f: TlsFiles): TlsFiles => ({ cert: path.resolve(dir, f.cert), key: path.resolve(dir, f.key) });
+    const proxy = this.opts.overrides.tls ?? (this.settings.tls === null ? null : resolve(this.settings.tls));
+    const a = this.settings.adminTls;
+    const admin = this.opts.overrides.tls !== undefined || a === null ? proxy : a === false ? null : resolve(a);
+    return { proxy, admin };
+  }
+
+  /** Renewed certificate files are put in place as they change; a pair that does not load leaves the old one serving. */
+  private watchCertificates(files: { proxy: TlsFiles | null; admin: TlsFiles | null }): void {
+    const same = files.proxy !== null && files.admin !== null && files.proxy.cert === files.admin.cert && files.proxy.key === files.admin.key;
+    const watchers: Array<{ listener: string; files: TlsFiles; apply: (m: TlsMaterial) => void }> = [];
+    if (files.proxy !== null) {
+      watchers.push({
+        listener: same ? 'proxy and admin' : 'proxy',
+        files: files.proxy,
+        apply: (m) => {
+          this.proxy?.setTls(m);
+          this.workers?.setTls(m);
+          if (same) this.admin?.setTls(m);
+        },
+      });
+    }
+    if (files.admin !== null && !same) watchers.push({ listener: 'admin', files: files.admin, apply: (m) => this.admin?.setTls(m) });
+    const log = this.opts.logger.child({ component: 'tls' });
+    for (const w of watchers) {
+      const watcher = new CertificateWatcher({
+        files: w.files,
+        onChange: (m) => {
+          w.apply(m);
+          log.info({ listener: w.listener, ...describeCertificate(m) }, 'TLS certificate reloaded');
+        },
+        onError: (err) => log.error({ listener: w.listener, error: err.message }, 'TLS certificate reload failed: still serving the previous certificate'),
+      });
+      watcher.start();
+      this.certWatchers.push(watcher);
+    }
   }
 
   private workerCount(): number {
@@ -335,12 +394,13 @@ export class Daemon {
     // A reload that finishes during shutdown changes no listener: the proxy may be closed already.
     if ((this.proxy !== null || this.workers !== null) && !this.stopped) {
       const next = this.withOverrides(o.settings);
-      for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs', 'workers'] as const) {
-        if (next[field] !== this.settings[field]) {
+      for (const field of ['listen', 'adminListen', 'database', 'reloadDebounceMs', 'lastUsedFlushMs', 'workers', 'tls', 'adminTls'] as const) {
+        if (JSON.stringify(next[field]) !== JSON.stringify(this.settings[field])) {
           this.log.warn({ setting: field }, 'setting changed in the file: it takes effect after a restart');
         }
       }
-      this.settings = { ...next, listen: this.settings.listen, adminListen: this.settings.adminListen, database: this.settings.database, workers: this.settings.workers };
+      const { listen, adminListen, database, workers, tls, adminTls } = this.settings;
+      this.settings = { ...next, listen, adminListen, database, workers, tls, adminTls };
       if (next.upstream !== null) {
         this.upstream = new URL(next.upstream);
         if (this.demo !== null) {
@@ -430,6 +490,7 @@ export class Daemon {
     this.log.info({ grace_ms: graceMs }, 'shutting down');
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     this.event({ type: 'stop' });
+    for (const w of this.certWatchers) w.close();
     await this.watcher?.close();
     await Promise.all([this.proxy?.close(graceMs), this.workers?.stop(graceMs), this.admin?.close()]);
     await this.flushLastUsed();

@@ -49,6 +49,7 @@ async function handle(m: Exclude<ToWorker, { t: 'table' | 'delta' }>): Promise<v
         logger,
         metrics,
         touch: (id, now) => uses.set(id, now),
+        tls: m.tls,
       });
       try {
         await proxy.listen(m.listen.host, m.listen.port);
@@ -64,6 +65,9 @@ async function handle(m: Exclude<ToWorker, { t: 'table' | 'delta' }>): Promise<v
     }
     case 'config':
       proxy?.reconfigure(proxyConfig(m.config));
+      return;
+    case 'tls':
+      proxy?.setTls(m.tls);
       return;
     case 'metrics':
       send({ t: 'metrics', id: m.id, metrics: await metrics.registry.getMetricsAsJSON() });

@@ -6,6 +6,7 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { TableUpdate } from '../proxy/table-feed.ts';
 import type { FeedPosition } from '../store/types.ts';
+import type { TlsMaterial } from '../tls.ts';
 
 /** The proxy's settings, as they cross the process boundary (the upstream as text). */
 export interface WireProxyConfig {
@@ -18,7 +19,9 @@ export interface WireProxyConfig {
 }
 
 export type ToWorker =
-  | { t: 'init'; config: WireProxyConfig; listen: { host: string; port: number }; flushMs: number }
+  | { t: 'init'; config: WireProxyConfig; listen: { host: string; port: number }; flushMs: number; tls: TlsMaterial | null }
+  /** A renewed certificate for the proxy listener. */
+  | { t: 'tls'; tls: TlsMaterial }
   | TableUpdate
   | { t: 'config'; config: WireProxyConfig }
   | { t: 'metrics'; id: number }

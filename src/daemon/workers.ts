@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { TableMessage, TableUpdate } from '../proxy/table-feed.ts';
 import type { FeedPosition } from '../store/types.ts';
+import type { TlsMaterial } from '../tls.ts';
 import type { FromWorker, ToWorker, WireProxyConfig } from './workers-protocol.ts';
 
 export interface PoolOptions {
@@ -20,6 +21,8 @@ export interface PoolOptions {
   listen: { host: string; port: number };
   config: WireProxyConfig;
   flushMs: number;
+  /** The proxy listener's certificate and key, or null for plain HTTP. */
+  tls: TlsMaterial | null;
   logger: Logger;
   /** Writes complete log lines from the workers to the main process's log stream. */
   writeLog: (text: string) => void;
@@ -67,11 +70,13 @@ export class ServingWorkers {
   private nextRequest = 1;
   private stopped = false;
   private config: WireProxyConfig;
+  private tls: TlsMaterial | null;
   private readonly log: Logger;
   address: { host: string; port: number } | null = null;
 
   constructor(private readonly opts: PoolOptions) {
     this.config = opts.config;
+    this.tls = opts.tls;
     this.log = opts.logger.child({ component: 'workers' });
     cluster.setupPrimary({
       exec: fileURLToPath(new URL('./serve-worker.js', import.meta.url)),
@@ -106,7 +111,7 @@ export class ServingWorkers {
       worker.on('message', (msg: FromWorker) => {
         switch (msg.t) {
           case 'ready':
-            this.send(m, { t: 'init', config: this.config, listen: this.opts.listen, flushMs: this.opts.flushMs });
+            this.send(m, { t: 'init', config: this.config, listen: this.opts.listen, flushMs: this.opts.flushMs, tls: this.tls });
             return;
           case 'listening':
             void this.join(m).then(() => resolve({ host: msg.host, port: msg.port }), reject);
@@ -168,6 +173,12 @@ export class ServingWorkers {
   /** Relays an update the control plane published (already applied in this process). */
   publish(u: TableUpdate): void {
     for (const m of this.members.values()) if (m.live) this.send(m, u);
+  }
+
+  /** A renewed certificate: every worker (and every one started later) takes it. */
+  setTls(tls: TlsMaterial): void {
+    this.tls = tls;
+    for (const m of this.members.values()) this.send(m, { t: 'tls', tls });
   }
 
   reconfigure(config: WireProxyConfig): void {

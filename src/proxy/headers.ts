@@ -190,25 +190,32 @@ function forwardedValue(v: string): string {
   return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
 }
 
-/** keygate's own `Forwarded` element for this hop: `for=<peer>;proto=http;host=<Host>`. */
-export function forwardedElement(peer: string, host: string | undefined): string {
+/** keygate's own `Forwarded` element for this hop: `for=<peer>;proto=<http|https>;host=<Host>`. */
+export function forwardedElement(peer: string, host: string | undefined, proto: 'http' | 'https' = 'http'): string {
   const node = isIPv6(peer) ? `"[${peer}]"` : forwardedValue(peer === '' ? 'unknown' : peer);
-  return host === undefined ? `for=${node};proto=http` : `for=${node};proto=http;host=${forwardedValue(host)}`;
+  return host === undefined ? `for=${node};proto=${proto}` : `for=${node};proto=${proto};host=${forwardedValue(host)}`;
 }
 
 /**
  * Completes `head.forward` into the headers sent upstream: identity, `x-forwarded-*` and
  * `forwarded` (a trusted peer's values kept and appended to, anyone else's replaced) and `via`.
  */
-export function upstreamHeaders(head: RequestHead, identity: readonly string[], peer: string, trusted: boolean, via: string): string[] {
+export function upstreamHeaders(
+  head: RequestHead,
+  identity: readonly string[],
+  peer: string,
+  trusted: boolean,
+  via: string,
+  proto: 'http' | 'https' = 'http',
+): string[] {
   const out = head.forward;
   for (let i = 0; i < identity.length; i++) out.push(identity[i] as string);
   out.push('x-forwarded-for', trusted && head.xff !== undefined ? `${head.xff}, ${peer}` : peer);
-  out.push('x-forwarded-proto', trusted && head.xfp !== undefined ? head.xfp : 'http');
+  out.push('x-forwarded-proto', trusted && head.xfp !== undefined ? head.xfp : proto);
   const fwdHost = trusted && head.xfh !== undefined ? head.xfh : head.host;
   if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost);
   if (trusted && head.xfOther !== undefined) for (let i = 0; i < head.xfOther.length; i++) out.push(head.xfOther[i] as string);
-  const element = forwardedElement(peer, head.host);
+  const element = forwardedElement(peer, head.host, proto);
   out.push('forwarded', trusted && head.forwarded !== undefined ? `${head.forwarded}, ${element}` : element);
   out.push('via', head.via === undefined ? via : `${head.via}, ${via}`);
   return out;

@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+import { secureOptions, type TlsMaterial } from '../tls.ts';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -80,6 +82,8 @@ export interface ProxyOptions {
   metrics: ProxyMetrics;
   /** Records that a key was used (batched to the database elsewhere). */
   touch: (keyId: number, nowMs: number) => void;
+  /** Serve HTTPS with this certificate and key (renewed later with `setTls`). */
+  tls?: TlsMaterial | null;
 }
 
 const FAILURE_STATUS: Record<AuthFailure, [number, ErrorCode]> = {
@@ -102,8 +106,10 @@ type Checked =
   | { ok: false; status: number; code: ErrorCode; outcome: Outcome; principal: Principal | null; extra?: Record<string, string> };
 
 export class ProxyServer {
-  readonly server: Server;
+  readonly server: Server | TlsServer;
   readonly via: string;
+  /** `https` when this listener speaks TLS: what `x-forwarded-proto` and `Forwarded` say. */
+  readonly proto: 'http' | 'https';
   private pool: Pool;
   private config: ProxyConfig;
   private basePath: string;
@@ -133,9 +139,12 @@ export class ProxyServer {
     // headersTimeout is checked every connectionsCheckingInterval (Node's default, 30 s, would let a
     // slow-header client hold its connection up to 45 s): a request head still incomplete after
     // 15 s is answered 408 within 16 s.
-    this.server = createServer({ headersTimeout: 15_000, requestTimeout: 0, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 }, (req, res) =>
-      this.onRequest(req, res),
-    );
+    const httpOptions = { headersTimeout: 15_000, requestTimeout: 0, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 };
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.onRequest(req, res);
+    this.proto = opts.tls != null ? 'https' : 'http';
+    this.server = opts.tls != null ? createTlsServer({ ...httpOptions, ...secureOptions(opts.tls) }, handler) : createServer(httpOptions, handler);
+    // A TLS handshake that fails (a plain-HTTP client, an old protocol) is the client's problem: close quietly.
+    this.server.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
@@ -176,6 +185,11 @@ export class ProxyServer {
 
   listen(host: string, port: number): Promise<void> {
     return listenOn(this.server, host, port);
+  }
+
+  /** Puts a renewed certificate in place: new connections get it, open ones keep theirs. */
+  setTls(m: TlsMaterial): void {
+    if ('setSecureContext' in this.server) this.server.setSecureContext(secureOptions(m));
   }
 
   address(): { host: string; port: number } {
@@ -251,7 +265,7 @@ export class ProxyServer {
 
   private headersFor(req: IncomingMessage, head: RequestHead, p: Principal): string[] {
     const peer = req.socket.remoteAddress ?? '';
-    return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via);
+    return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via, this.proto);
   }
 
   /**
@@ -307,7 +321,8 @@ export class ProxyServer {
     }
     if (!isTunnelledUpgrade(req)) {
       socket.unshift(head.length > 0 ? Buffer.concat([plainRequestHead(req), head]) : plainRequestHead(req));
-      this.server.emit('connection', socket);
+      // Handed back to the HTTP parser as a new connection (a TLS socket is decrypted already).
+      this.server.emit(this.proto === 'https' ? 'secureConnection' : 'connection', socket);
       return;
     }
     const start = performance.now();
