@@ -10,6 +10,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfigBytes } from '../src/config/load.ts';
 import { updateResults } from './results.ts';
+import { billionLaughs } from '../test/helpers/config.ts';
 
 const { values } = parseArgs({ options: { 'no-write': { type: 'boolean' } } });
 
@@ -26,16 +27,6 @@ config:
       group: admin
       key: mb_bombAdminKey0123456789
 `;
-
-function billionLaughs(levels: number, width: number): string {
-  const out = [`a: &a [${Array(width).fill('"lol"').join(', ')}]`];
-  for (let i = 1; i < levels; i++) {
-    const prev = String.fromCharCode(96 + i);
-    const cur = String.fromCharCode(97 + i);
-    out.push(`${cur}: &${cur} [${Array(width).fill(`*${prev}`).join(', ')}]`);
-  }
-  return out.join('\n');
-}
 
 const big = 'x'.repeat(1_000_000);
 const BOMBS: Array<[string, string]> = [

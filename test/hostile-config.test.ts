@@ -18,6 +18,7 @@ import { formatDiagnostic, type Diagnostic } from '../src/errors.ts';
 import { reconcile } from '../src/reconcile/engine.ts';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.ts';
 import { runCli } from './helpers/cli.ts';
+import { billionLaughs } from './helpers/config.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ENV_SECRET = 'env_S3cret_Value_from_the_environment_7Yq';
@@ -202,16 +203,6 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     },
   })),
 );
-
-function billionLaughs(levels: number, width: number): string {
-  const out = [`a: &a [${Array(width).fill('"lol"').join(', ')}]`];
-  for (let i = 1; i < levels; i++) {
-    const prev = String.fromCharCode(96 + i);
-    const cur = String.fromCharCode(97 + i);
-    out.push(`${cur}: &${cur} [${Array(width).fill(`*${prev}`).join(', ')}]`);
-  }
-  return out.join('\n');
-}
 
 const mutated = fc.array(mutation, { minLength: 1, maxLength: 4 }).map((ms) => {
   let b: Buffer = Buffer.from(BASE, 'utf8');

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import type { LastReload } from '../src/daemon/reload-machine.ts';
 import { tempDir, type TempDir } from './helpers/tmp.ts';
 import { eventually, sleep, startServe, startUpstream, type Served } from './helpers/serve.ts';
 
@@ -140,15 +141,6 @@ function getOn(agent: http.Agent, base: string, key: string): Promise<{ status: 
     });
     req.on('error', reject);
   });
-}
-
-interface LastReload {
-  at: string;
-  result: 'success' | 'failure' | 'unchanged';
-  trigger: string;
-  error: string | null;
-  errors: string[];
-  sha256: string | null;
 }
 
 interface Status {

@@ -25,7 +25,8 @@ export interface GroupRow {
   updatedAt: string;
 }
 
-export interface KeyRow {
+/** What a key is, whoever writes it. */
+interface KeyFields {
   id: number;
   name: string;
   digest: string;
@@ -37,9 +38,13 @@ export interface KeyRow {
   expiresAt: string | null;
   disabled: boolean;
   allow: AllowRule[] | null;
+  /** `config`, or the management API's actor as JSON. */
+  updatedBy: string | null;
+}
+
+export interface KeyRow extends KeyFields {
   createdAt: string;
   updatedAt: string;
-  updatedBy: string | null;
   lastUsedAt: string | null;
 }
 
@@ -130,21 +135,9 @@ export interface GroupUpdate {
   at: string;
 }
 
-export interface NewKey {
-  id: number;
-  name: string;
-  digest: string;
-  prefix: string | null;
-  groupId: number;
-  source: Source;
-  description: string | null;
-  creator: string | null;
-  expiresAt: string | null;
-  disabled: boolean;
+export interface NewKey extends Omit<KeyFields, 'allow'> {
   allow: readonly AllowRule[] | null;
   at: string;
-  /** `config`, or the management API's actor as JSON. */
-  updatedBy: string | null;
 }
 
 /** A key's changeable fields, written whole (created_at and last_used_at are kept). */

@@ -100,3 +100,14 @@ export function assertPointsAt(d: Diagnostic, text: string, line: string, valueA
 }
 
 export { formatDiagnostic };
+
+/** A "billion laughs" YAML document: `levels` anchors, each a list of `width` aliases of the one before. */
+export function billionLaughs(levels: number, width: number): string {
+  const out = [`a: &a [${Array(width).fill('"lol"').join(', ')}]`];
+  for (let i = 1; i < levels; i++) {
+    const prev = String.fromCharCode(96 + i);
+    const cur = String.fromCharCode(97 + i);
+    out.push(`${cur}: &${cur} [${Array(width).fill(`*${prev}`).join(', ')}]`);
+  }
+  return out.join('\n');
+}

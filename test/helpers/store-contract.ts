@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { sha256, valid } from './config.ts';
 import { tempDir } from './tmp.ts';
+import { baseConfig } from './fixtures.ts';
 
 const CHILD = fileURLToPath(new URL('../fixtures/store-child.ts', import.meta.url));
 
@@ -67,22 +68,7 @@ async function opened(t: TestContext, f: StoreFixture): Promise<Store> {
   return s;
 }
 
-const CONFIG = `
-version: 1
-config:
-  groups:
-    - name: analysts
-      allow:
-        - methods: [GET]
-          paths: ["/api/card/**"]
-  api-keys:
-    - name: Admin API key
-      group: admin
-      key: mb_contractAdminKey0123456789
-    - name: CI bot
-      group: analysts
-      key: kg_contract_ci_bot_key_0123456789
-`;
+const CONFIG = baseConfig();
 
 export function storeContract(name: string, make: MakeFixture): void {
   describe(`store contract: ${name}`, () => {
