@@ -67,9 +67,30 @@ function missingLine(actual: string, expected: string): string | null {
   return null;
 }
 
-/** `npx keygate …` as after `npm install`, without npm: this repository's bin. */
+/**
+ * `npx keygate …` as after `npm install`, without npm: this repository's bin. And the README's
+ * `sleep 2` (give keygate a moment to apply the edit) waits for the event instead of the time:
+ * until /status shows tmp/config.yml's bytes applied (a hang guard of 60 s), so that a slow
+ * machine never fails the walkthrough.
+ */
 const PREAMBLE = `npx() {
   if [ "$1" = keygate ]; then shift; "$KEYGATE_NODE" "$KEYGATE_BIN" "$@"; else echo "unexpected: npx $*" >&2; return 127; fi
+}
+sleep() {
+  "$KEYGATE_NODE" -e '
+    const { createHash } = require("node:crypto");
+    const want = createHash("sha256").update(require("node:fs").readFileSync("tmp/config.yml")).digest("hex");
+    const end = Date.now() + 60000;
+    (async () => {
+      while (Date.now() < end) {
+        const s = await fetch(process.env.KEYGATE_STATUS).then((r) => r.json()).catch(() => null);
+        if (s !== null && s.applied.sha256 === want) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      process.stderr.write("the edit was never applied\\n");
+      process.exitCode = 1;
+    })();
+  '
 }
 `;
 
@@ -96,6 +117,7 @@ test('the README walkthrough runs as written and prints what it shows', async (t
     PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}`,
     KEYGATE_NODE: process.execPath,
     KEYGATE_BIN: BIN,
+    KEYGATE_STATUS: `http://127.0.0.1:${adminPort}/status`,
   };
 
   // Terminal 1. Its own process group, so that it can be stopped as Ctrl-C would.
@@ -119,7 +141,7 @@ test('the README walkthrough runs as written and prints what it shows', async (t
     }
   });
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`keygate did not start:\n${out}\n${err}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`keygate did not start:\n${out}\n${err}`)), 60_000);
     const check = (): void => {
       // Logged once the proxy, the admin listener and the file watcher are all up.
       if (err.includes('"msg":"keygate serving"')) {
@@ -143,7 +165,7 @@ test('the README walkthrough runs as written and prints what it shows', async (t
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
