@@ -8,7 +8,8 @@ import { describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { hasValidChecksum } from '../src/keys/material.ts';
 import { posOf, sha256, yaml } from './helpers/config.ts';
-import { parseJson, REPO, runCli, shown } from './helpers/cli.ts';
+import { COMMANDS, type CommandName } from '../src/cli/help.ts';
+import { parseJson, REPO, runCli, shown, type CliResult } from './helpers/cli.ts';
 import { applyText, insertApiKey, keyRow } from './helpers/db.ts';
 import { baseConfig, BOT_KEY, NEW_KEY } from './helpers/fixtures.ts';
 import { tempConfig } from './helpers/tmp.ts';
@@ -49,7 +50,7 @@ describe('validate', () => {
     const at = posOf(text, 'key: weak', 'weak');
     assert.deepEqual(lines(r.stdout), [
       `warning: config.yml:${at.line}:${at.column}: api-keys[0].key: key is shorter than 20 characters: weak, generate one with \`keygate keys generate\``,
-      `${c.config}: valid (1 keys, 2 groups, 1 warnings)`,
+      `${c.config}: valid (1 key, 2 groups, 1 warning)`,
     ]);
   });
 
@@ -205,12 +206,40 @@ describe('schema and help', () => {
     assert.deepEqual(parseJson(r), file);
   });
 
-  test('--help lists the commands and exits 0', async () => {
+  test('--help lists every command with its synopsis and exits 0', async () => {
     const r = await runCli(['--help']);
     assert.equal(r.code, 0, shown(r));
-    for (const command of ['validate', 'plan', 'apply', 'serve', 'keys generate', 'keys hash', 'keys list', 'schema']) {
-      assert.match(r.stdout, new RegExp(`^ {2}${command} `, 'm'), `--help mentions ${command}`);
+    for (const name of Object.keys(COMMANDS) as CommandName[]) {
+      const synopsis = COMMANDS[name].usage.replace(/^keygate /, '');
+      assert.ok(r.stdout.includes(`\n  ${synopsis}\n`), `--help shows "${synopsis}":\n${r.stdout}`);
     }
+  });
+
+  test('every command and subcommand answers --help with its own synopsis, the one `keygate --help` shows', async () => {
+    const names = Object.keys(COMMANDS) as CommandName[];
+    const runs = await Promise.all(names.map((n) => runCli([...n.split(' '), '--help'])));
+    names.forEach((n, i) => {
+      const r = runs[i] as CliResult;
+      assert.equal(r.code, 0, `${n} --help: ${shown(r)}`);
+      assert.equal(r.stderr, '', n);
+      assert.equal(lines(r.stdout)[0], `Usage: ${COMMANDS[n].usage}`, `${n} --help`);
+    });
+    // `schema --help` is its help, not the schema; `-h`, `help <command>` and `keys --help` answer too.
+    const [schemaH, keysH, helpPlan, planAfterFlags] = await Promise.all([
+      runCli(['schema', '-h']),
+      runCli(['keys', '--help']),
+      runCli(['help', 'keys', 'hash']),
+      runCli(['plan', '--db', 'x.db', '--frobnicate', '--help']),
+    ]);
+    assert.equal(schemaH.code, 0, shown(schemaH));
+    assert.match(schemaH.stdout, /^Usage: keygate schema\n/);
+    assert.doesNotMatch(schemaH.stdout, /"\$schema"/);
+    assert.equal(keysH.code, 0, shown(keysH));
+    for (const n of ['keys generate', 'keys hash', 'keys list'] as const) assert.ok(keysH.stdout.includes(COMMANDS[n].usage), keysH.stdout);
+    assert.equal(helpPlan.code, 0, shown(helpPlan));
+    assert.match(helpPlan.stdout, /^Usage: keygate keys hash \[KEY\]\n/);
+    assert.equal(planAfterFlags.code, 0, 'help wins over the other arguments');
+    assert.match(planAfterFlags.stdout, /^Usage: keygate plan /);
   });
 
   test('a command\'s --help explains its exit codes and exits 0', async () => {
@@ -220,11 +249,76 @@ describe('schema and help', () => {
     assert.match(r.stdout, /Exit 0: no changes\. Exit 2: changes\. Exit 1: error\./);
   });
 
-  test('an unknown command or option exits 1 with a message on stderr', async () => {
-    const [command, option] = await Promise.all([runCli(['aply']), runCli(['plan', '--frobnicate'])]);
-    assert.equal(command.code, 1, shown(command));
-    assert.match(command.stderr, /unknown command "aply"/);
-    assert.equal(option.code, 1, shown(option));
-    assert.match(option.stderr, /keygate plan: .*--frobnicate/);
+  test('an unknown option exits 1 with a "did you mean" and a pointer to the command\'s --help', async () => {
+    const [jsn, allow, listn, short, none] = await Promise.all([
+      runCli(['validate', '--jsn']),
+      runCli(['apply', '--allow-delete']),
+      runCli(['serve', '--listn', '127.0.0.1:0']),
+      runCli(['keys', 'list', '-d', 'x.db']),
+      runCli(['plan', '--frobnicate']),
+    ]);
+    for (const r of [jsn, allow, listn, short, none]) {
+      assert.equal(r.code, 1, shown(r));
+      assert.equal(r.stdout, '', shown(r));
+    }
+    assert.equal(jsn.stderr, 'error: keygate validate: unknown option --jsn (did you mean --json?); see `keygate validate --help`\n');
+    assert.match(allow.stderr, /^error: keygate apply: unknown option --allow-delete \(did you mean --allow-deletes\?\)/);
+    assert.match(listn.stderr, /^error: keygate serve: unknown option --listn \(did you mean --listen\?\)/);
+    assert.match(short.stderr, /^error: keygate keys list: unknown option -d/);
+    assert.equal(none.stderr, 'error: keygate plan: unknown option --frobnicate; see `keygate plan --help`\n');
+  });
+
+  test('an unknown command exits 1 with a "did you mean", for commands and for keys subcommands', async () => {
+    const [aply, lst, flagFirst, bare, keysBare] = await Promise.all([
+      runCli(['aply']),
+      runCli(['keys', 'lst']),
+      runCli(['--json', 'validate']),
+      runCli([]),
+      runCli(['keys']),
+    ]);
+    assert.equal(aply.code, 1, shown(aply));
+    assert.equal(aply.stderr, 'error: keygate: unknown command "aply" (did you mean apply?); see `keygate --help`\n');
+    assert.equal(lst.code, 1, shown(lst));
+    assert.equal(lst.stderr, 'error: keygate keys: unknown command "lst" (did you mean list?); see `keygate keys --help`\n');
+    assert.equal(flagFirst.code, 1, shown(flagFirst));
+    assert.match(flagFirst.stderr, /options go after the command/);
+    // No command at all: the summary, on stderr, and exit 1.
+    assert.equal(bare.code, 1, shown(bare));
+    assert.equal(bare.stdout, '');
+    assert.match(bare.stderr, /^keygate: API keys/);
+    assert.equal(keysBare.code, 1, shown(keysBare));
+    assert.match(keysBare.stderr, /keygate keys generate/);
+  });
+
+  test('extra arguments and options without their value exit 1 and name the problem', async (t) => {
+    const c = tempConfig(t, baseConfig());
+    const [schemaExtra, schemaFlag, validateFile, noValue, flagAsValue, valueOnBoolean, version] = await Promise.all([
+      runCli(['schema', 'extra']),
+      runCli(['schema', '--foo']),
+      runCli(['validate', 'config.yml'], { cwd: c.dir }),
+      runCli(['plan', '-c']),
+      runCli(['plan', '--db', '--json'], { cwd: c.dir }),
+      runCli(['validate', '--json=yes']),
+      runCli(['--version', 'now']),
+    ]);
+    for (const r of [schemaExtra, schemaFlag, validateFile, noValue, flagAsValue, valueOnBoolean, version]) assert.equal(r.code, 1, shown(r));
+    assert.equal(schemaExtra.stdout, '', 'no schema is printed');
+    assert.equal(schemaExtra.stderr, 'error: keygate schema: unexpected argument "extra" (it takes none); see `keygate schema --help`\n');
+    assert.equal(schemaFlag.stdout, '');
+    assert.match(schemaFlag.stderr, /^error: keygate schema: unknown option --foo;/);
+    assert.match(validateFile.stderr, /unexpected argument "config\.yml" \(did you mean -c config\.yml\?\)/);
+    assert.match(noValue.stderr, /^error: keygate plan: -c needs a value;/);
+    assert.match(flagAsValue.stderr, /^error: keygate plan: --db needs a value;/);
+    assert.deepEqual(parseJson(flagAsValue), { error: 'KG_ERR_USAGE', message: 'keygate plan: --db needs a value; see `keygate plan --help`' });
+    assert.match(valueOnBoolean.stderr, /^error: keygate validate: --json takes no value;/);
+    assert.match(version.stderr, /unexpected argument "now"/);
+  });
+
+  test('keys hash refuses a second argument without printing either (they may be keys)', async () => {
+    const r = await runCli(['keys', 'hash', NEW_KEY, BOT_KEY]);
+    assert.equal(r.code, 1, shown(r));
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^error: keygate keys hash: takes one key, got 2 arguments/);
+    assert.ok(!r.stderr.includes(NEW_KEY) && !r.stderr.includes(BOT_KEY), r.stderr);
   });
 });

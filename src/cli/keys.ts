@@ -1,21 +1,15 @@
 import { stringify } from 'yaml';
 import { ALL_USERS_GROUP } from '../config/types.ts';
-import { KeygateError } from '../errors.ts';
 import { DEFAULT_KEY_PREFIX, generateKey, keyHashString, maskKey } from '../keys/material.ts';
 import { displayLocation, openStore } from '../store/open.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { locateConfig, locateDatabase } from '../config/locate.ts';
-import { COMMON, parse, str } from './args.ts';
+import { closest } from '../suggest.ts';
+import { COMMON, HELP_OPTION, parse, str, usageError, wantsHelp } from './args.ts';
+import { commandHelp, keysHelp } from './help.ts';
 import { json, type Io } from './io.ts';
 
-export const KEYS_HELP = `Usage:
-  keygate keys generate [--prefix P] [--name N] [--group G]
-      Prints a new key once, and an api-keys entry that carries only its key_hash.
-  keygate keys hash [KEY]
-      Prints sha256:<hex> of KEY (or of the first line of stdin).
-  keygate keys list [-c FILE] [--db FILE] [--json]
-      Lists keys, masked: group, source, created, last used, expiry.
-`;
+const SUBCOMMANDS = ['generate', 'hash', 'list'];
 
 export async function keysCommand(args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
@@ -26,30 +20,31 @@ export async function keysCommand(args: string[], io: Io): Promise<number> {
       return hash(rest, io);
     case 'list':
       return await list(rest, io);
-    case undefined:
     case '--help':
     case '-h':
     case 'help':
-      io.out(KEYS_HELP);
-      return sub === undefined ? 1 : 0;
-    default:
-      throw new KeygateError('KG_ERR_USAGE', `keygate keys: unknown command "${sub}" (generate, hash, list)`);
+      io.out(keysHelp());
+      return 0;
+    case undefined:
+      io.err(keysHelp());
+      return 1;
+    default: {
+      if (sub.startsWith('-')) throw usageError('keys', `${sub} goes after the command: keygate keys <generate|hash|list> [options]`);
+      const hint = closest(sub, SUBCOMMANDS);
+      throw usageError('keys', `unknown command ${JSON.stringify(sub)} (${hint === undefined ? 'generate, hash or list' : `did you mean ${hint}?`})`);
+    }
   }
 }
 
 function generate(args: string[], io: Io): number {
-  const p = parse(
-    args,
-    { prefix: { type: 'string' }, name: { type: 'string' }, group: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    'keys generate',
-  );
-  if (p.values.help === true) {
-    io.out(KEYS_HELP);
+  if (wantsHelp(args)) {
+    io.out(commandHelp('keys generate'));
     return 0;
   }
+  const p = parse(args, { prefix: { type: 'string' }, name: { type: 'string' }, group: { type: 'string' }, ...HELP_OPTION }, 'keys generate');
   const prefix = str(p.values.prefix) ?? DEFAULT_KEY_PREFIX;
   if (!/^[A-Za-z0-9]{0,16}_?$/.test(prefix)) {
-    throw new KeygateError('KG_ERR_USAGE', 'keygate keys generate: --prefix must be up to 16 letters or digits, optionally ending in "_"');
+    throw usageError('keys generate', '--prefix must be up to 16 letters or digits, optionally ending in "_"');
   }
   const key = generateKey(prefix);
   const entry = [
@@ -67,28 +62,29 @@ function generate(args: string[], io: Io): number {
 }
 
 async function hash(args: string[], io: Io): Promise<number> {
-  const p = parse(args, { help: { type: 'boolean', short: 'h' } }, 'keys hash');
-  if (p.values.help === true) {
-    io.out(KEYS_HELP);
+  if (wantsHelp(args)) {
+    io.out(commandHelp('keys hash'));
     return 0;
   }
+  // Extra arguments are not quoted back: they may be keys.
+  const p = parse(args, HELP_OPTION, 'keys hash', { max: 1, tooMany: `takes one key, got ${args.filter((a) => !a.startsWith('-')).length} arguments (quote a key that has spaces, or give it on stdin)` });
   let key = p.positionals[0];
   if (key === undefined) {
     const chunks: Buffer[] = [];
     for await (const c of io.stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
     key = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
   }
-  if (key.length === 0) throw new KeygateError('KG_ERR_USAGE', 'keygate keys hash: give the key as an argument or on stdin');
+  if (key.length === 0) throw usageError('keys hash', 'give the key as an argument or on stdin');
   io.out(`${keyHashString(key)}\n`);
   return 0;
 }
 
 async function list(args: string[], io: Io): Promise<number> {
-  const p = parse(args, COMMON, 'keys list');
-  if (p.values.help === true) {
-    io.out(KEYS_HELP);
+  if (wantsHelp(args)) {
+    io.out(commandHelp('keys list'));
     return 0;
   }
+  const p = parse(args, COMMON, 'keys list');
   let dbFile: string;
   if (str(p.values.db) !== undefined || io.env.KEYGATE_DB) {
     dbFile = locateDatabase(str(p.values.db), null, io.cwd + '/x', io.env, io.cwd);

@@ -1,24 +1,16 @@
 import { locateConfig } from '../config/locate.ts';
 import { ConfigInvalidError, KeygateError } from '../errors.ts';
 import { Daemon } from '../daemon/daemon.ts';
-import { parse, str } from './args.ts';
-import { printDiagnostics, type Io } from './io.ts';
+import { HELP_OPTION, parse, str, usageError, wantsHelp } from './args.ts';
+import { commandHelp } from './help.ts';
+import { count, printDiagnostics, type Io } from './io.ts';
 import { rootLogger } from './logger.ts';
 
-export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N|auto]
-
-Applies the config file, then serves the authenticating proxy (--listen,
-keygate.listen, default 127.0.0.1:8080) in front of --upstream / keygate.upstream
-(without one, a built-in demo upstream), and the admin listener (--admin-listen,
-keygate.admin_listen, default 127.0.0.1:8081). Watches the file and reloads it;
-SIGHUP forces a reload; SIGTERM/SIGINT stop gracefully (exit 0).
---workers N (keygate.workers; "auto": one per core) serves the proxy from N
-processes sharing its socket; the default, 1, serves it from this process.
-An invalid config at start is fatal: exit 1 with every error printed.
-Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).
-`;
-
 export async function serveCommand(args: string[], io: Io): Promise<number> {
+  if (wantsHelp(args)) {
+    io.out(commandHelp('serve'));
+    return 0;
+  }
   const p = parse(
     args,
     {
@@ -28,29 +20,26 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
       'admin-listen': { type: 'string' },
       upstream: { type: 'string' },
       workers: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      'log-format': { type: 'string' },
+      ...HELP_OPTION,
     },
     'serve',
   );
-  if (p.values.help === true) {
-    io.out(SERVE_HELP);
-    return 0;
-  }
   for (const flag of ['listen', 'admin-listen'] as const) {
     const v = str(p.values[flag]);
     if (v !== undefined && !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/.test(v)) {
-      throw new KeygateError('KG_ERR_USAGE', `keygate serve: --${flag} must be HOST:PORT, got ${JSON.stringify(v)}`);
+      throw usageError('serve', `--${flag} must be HOST:PORT, got ${JSON.stringify(v)}`);
     }
   }
   const upstream = str(p.values.upstream);
   if (upstream !== undefined && !/^https?:\/\/[^\s/]+/.test(upstream)) {
-    throw new KeygateError('KG_ERR_USAGE', `keygate serve: --upstream must be an http:// or https:// URL`);
+    throw usageError('serve', '--upstream must be an http:// or https:// URL');
   }
   const workersFlag = str(p.values.workers);
   let workers: number | 'auto' | undefined;
   if (workersFlag !== undefined) {
     if (workersFlag !== 'auto' && !/^[1-9][0-9]{0,2}$/.test(workersFlag)) {
-      throw new KeygateError('KG_ERR_USAGE', `keygate serve: --workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
+      throw usageError('serve', `--workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
     }
     workers = workersFlag === 'auto' ? 'auto' : Math.min(256, Number(workersFlag));
   }
@@ -69,7 +58,7 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
   } catch (err) {
     if (err instanceof ConfigInvalidError) {
       printDiagnostics(io.err, err.diagnostics, []);
-      io.err(`serve: ${file} is invalid (${err.diagnostics.length} errors): not serving\n`);
+      io.err(`serve: ${file} is invalid (${count(err.diagnostics.length, 'error')}): not serving\n`);
       await daemon.stop().catch(() => undefined);
       logger.flush();
       return 1;
