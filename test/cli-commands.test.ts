@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { parse as parseYaml } from 'yaml';
 import { hasValidChecksum } from '../src/keys/material.ts';
 import { posOf, sha256, yaml } from './helpers/config.ts';
 import { COMMANDS, type CommandName } from '../src/cli/help.ts';
@@ -120,7 +119,7 @@ describe('validate', () => {
 });
 
 describe('keys', () => {
-  test('generate prints a new key and an api-keys entry with only its key_hash, and apply admits that key', async (t) => {
+  test('generate prints a new key and an api-keys entry with only its key_hash, which pastes under api-keys: of the example file as is', async (t) => {
     const r = await runCli(['keys', 'generate', '--name', 'CI bot', '--group', 'analysts']);
     assert.equal(r.code, 0, shown(r));
     const key = /^ {2}(kg_\S+)$/m.exec(r.stdout)?.[1];
@@ -128,24 +127,36 @@ describe('keys', () => {
     assert.match(key, /^kg_[0-9A-Za-z]{49}$/, 'prefix, 43 base62 characters of randomness and a 6-character checksum');
     assert.ok(hasValidChecksum(key), 'the checksum matches');
 
-    const entryText = r.stdout.slice(r.stdout.indexOf('Add this entry under config.api-keys:') + 'Add this entry under config.api-keys:'.length);
-    const entry = parseYaml(entryText) as unknown;
-    assert.ok(Array.isArray(entry) && entry.length === 1, entryText);
-    const e = entry[0] as Record<string, unknown>;
-    assert.deepEqual(Object.keys(e).sort(), ['group', 'key_hash', 'name']);
-    assert.equal(e.name, 'CI bot');
-    assert.equal(e.group, 'analysts');
-    assert.equal(e.key_hash, `sha256:${sha256(key)}`);
+    const marker = 'Add this entry under config.api-keys:\n\n';
+    const entryText = r.stdout.slice(r.stdout.indexOf(marker) + marker.length);
+    assert.equal(
+      entryText,
+      `    - name: "CI bot"\n      group: analysts\n      key_hash: "sha256:${sha256(key)}"\n`,
+      'indented as the example files are: entries at 4 spaces',
+    );
     assert.ok(!entryText.includes(key), 'the entry does not carry the key');
 
-    // The printed entry, pasted into a config, admits the printed key.
-    const config = `version: 1\nconfig:\n  groups:\n    - name: analysts\n  api-keys:\n${entryText.replace(/^\n+/, '').trimEnd()}\n`;
-    const c = tempConfig(t, config);
-    const apply = await runCli(['apply', '-c', 'config.yml'], { cwd: c.dir });
+    // Pasted as is at the end of the example config (whose last section is api-keys), it admits the printed key.
+    const example = readFileSync(`${REPO}config.example.yml`, 'utf8');
+    assert.match(example, / {2}api-keys:\n(?: {4}.*\n| {6}.*\n)+$/, 'config.example.yml ends with its api-keys list');
+    const c = tempConfig(t, example + entryText);
+    const apply = await runCli(['apply', '-c', 'config.yml', '--db', c.db], { cwd: c.dir });
     assert.equal(apply.code, 0, shown(apply));
     const row = keyRow(c.db, 'CI bot');
     assert.equal(row.digest, sha256(key));
     assert.equal(row.group_name, 'analysts');
+  });
+
+  test('generate --json prints the key, its key_hash and the entry, and nothing else', async () => {
+    const r = await runCli(['keys', 'generate', '--json', '--name', 'Nightly export', '--prefix', 'mb_']);
+    assert.equal(r.code, 0, shown(r));
+    assert.equal(r.stderr, '');
+    const doc = parseJson(r) as { key: string; key_hash: string; entry: Record<string, unknown> };
+    assert.deepEqual(Object.keys(doc), ['key', 'key_hash', 'entry']);
+    assert.match(doc.key, /^mb_[0-9A-Za-z]{49}$/);
+    assert.ok(hasValidChecksum(doc.key));
+    assert.equal(doc.key_hash, `sha256:${sha256(doc.key)}`);
+    assert.deepEqual(doc.entry, { name: 'Nightly export', group: 'all-users', key_hash: doc.key_hash });
   });
 
   test('generate makes a different key each time and takes a --prefix', async () => {
@@ -154,7 +165,7 @@ describe('keys', () => {
     const keyOf = (out: string): string | undefined => /^ {2}(mb_\S+)$/m.exec(out)?.[1];
     assert.ok(keyOf(a.stdout) !== undefined && keyOf(b.stdout) !== undefined, a.stdout);
     assert.notEqual(keyOf(a.stdout), keyOf(b.stdout));
-    assert.match(a.stdout, /name: New API key\n\s+group: all-users\n/);
+    assert.match(a.stdout, /^ {4}- name: "New API key"\n {6}group: all-users\n/m);
   });
 
   test('hash prints sha256:… of a key given as an argument or on stdin', async () => {

@@ -11,6 +11,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, 
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { hasValidChecksum } from '../src/keys/material.ts';
 import { BIN, REPO, runCli, shown } from './helpers/cli.ts';
 import { eventually, freePort } from './helpers/serve.ts';
 import { tempDir, type TempDir } from './helpers/tmp.ts';
@@ -182,6 +183,31 @@ test('every whole config shown in README.md, docs/ and the examples\' READMEs va
   const cases = docConfigs();
   assert.ok(cases.some((c) => c.label.startsWith('docs/configuration.md')), 'configuration.md shows a complete config');
   await validateAll(t, cases);
+});
+
+test('every documented way of taking a new key from `keys generate --json` runs as written and gives a well-formed key', async (t) => {
+  const markdown = [at('README.md'), ...filesUnder(at('docs'), (f) => f.endsWith('.md')), ...filesUnder(EXAMPLES, (f) => f.endsWith('.md'))];
+  const found: Array<{ label: string; command: string }> = [];
+  for (const file of markdown) {
+    const text = readFileSync(file, 'utf8');
+    assert.doesNotMatch(text, /keys generate[^\n]*\| *sed /, `${path.relative(REPO, file)} scrapes keys generate's text with sed`);
+    for (const m of text.matchAll(/"\$\((npx keygate keys generate[^\n]*?)\)"/g)) {
+      found.push({ label: `${path.relative(REPO, file)}:${text.slice(0, m.index).split('\n').length}`, command: m[1] as string });
+    }
+  }
+  const labels = found.map((f) => f.label.replace(/:\d+$/, ''));
+  for (const expected of ['docs/cli.md', 'examples/docker/README.md', 'examples/kubernetes/README.md']) {
+    assert.ok(labels.includes(expected), `${expected} shows how to take a key from keys generate (found: ${labels.join(', ')})`);
+  }
+  const tmp = tempDir(t);
+  for (const { label, command } of found) {
+    assert.match(command, /--json/, `${label} uses --json`);
+    const r = await run('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', command], { cwd: tmp.dir, env: { PATH: shims(tmp) } });
+    assert.equal(r.code, 0, `${label}: ${runShown(r)}`);
+    const key = r.stdout.trim();
+    assert.match(key, /^kg_[0-9A-Za-z]{49}$/, `${label} prints the key alone:\n${runShown(r)}`);
+    assert.ok(hasValidChecksum(key), label);
+  }
 });
 
 // ---------------------------------------------------------------------------

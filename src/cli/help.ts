@@ -57,11 +57,13 @@ An invalid config at start is fatal: exit 1 with every error printed.
 Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).`,
   },
   'keys generate': {
-    usage: 'keygate keys generate [--prefix P] [--name N] [--group G]',
+    usage: 'keygate keys generate [--prefix P] [--name N] [--group G] [--json]',
     summary: 'print a new key and its api-keys entry',
     details: `Prints a new key once, and an api-keys entry that carries only its key_hash,
-indented to paste under \`api-keys:\`. Nothing is stored. --prefix: up to 16 letters or digits (default
-kg_); --name (default "New API key"); --group (default all-users).`,
+indented to paste under \`api-keys:\` as is. Nothing is stored.
+--json prints {key, key_hash, entry} instead, for scripts.
+--prefix: up to 16 letters or digits, optionally ending in "_" (default kg_);
+--name (default "New API key"); --group (default all-users).`,
   },
   'keys hash': {
     usage: 'keygate keys hash [KEY]',

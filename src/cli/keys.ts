@@ -1,4 +1,3 @@
-import { stringify } from 'yaml';
 import { ALL_USERS_GROUP } from '../config/types.ts';
 import { DEFAULT_KEY_PREFIX, generateKey, keyHashString, maskKey } from '../keys/material.ts';
 import { displayLocation, openStore } from '../store/open.ts';
@@ -36,27 +35,42 @@ export async function keysCommand(args: string[], io: Io): Promise<number> {
   }
 }
 
+/** A YAML scalar as the example files write it: names and digests quoted, simple words plain. */
+function yamlScalar(value: string, quote: boolean): string {
+  return !quote && /^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(value) && !/^(true|false|null|yes|no|on|off|~|[0-9.]+)$/i.test(value)
+    ? value
+    : JSON.stringify(value);
+}
+
 function generate(args: string[], io: Io): number {
   if (wantsHelp(args)) {
     io.out(commandHelp('keys generate'));
     return 0;
   }
-  const p = parse(args, { prefix: { type: 'string' }, name: { type: 'string' }, group: { type: 'string' }, ...HELP_OPTION }, 'keys generate');
+  const p = parse(
+    args,
+    { prefix: { type: 'string' }, name: { type: 'string' }, group: { type: 'string' }, json: { type: 'boolean' }, ...HELP_OPTION },
+    'keys generate',
+  );
   const prefix = str(p.values.prefix) ?? DEFAULT_KEY_PREFIX;
   if (!/^[A-Za-z0-9]{0,16}_?$/.test(prefix)) {
     throw usageError('keys generate', '--prefix must be up to 16 letters or digits, optionally ending in "_"');
   }
+  const name = str(p.values.name) ?? 'New API key';
+  if (name.length < 1 || name.length > 254) throw usageError('keys generate', '--name must be 1 to 254 characters');
+  const group = str(p.values.group) ?? ALL_USERS_GROUP;
+  if (group.length === 0) throw usageError('keys generate', '--group must name a group');
   const key = generateKey(prefix);
-  const entry = [
-    {
-      name: str(p.values.name) ?? 'New API key',
-      group: str(p.values.group) ?? ALL_USERS_GROUP,
-      key_hash: keyHashString(key),
-    },
-  ];
+  const keyHash = keyHashString(key);
+  if (p.values.json === true) {
+    io.out(json({ key, key_hash: keyHash, entry: { name, group, key_hash: keyHash } }));
+    return 0;
+  }
+  // Indented as the example files are (api-keys at 2 spaces, its entries at 4), to paste under `api-keys:` as is.
+  const entry = [`    - name: ${yamlScalar(name, true)}`, `      group: ${yamlScalar(group, false)}`, `      key_hash: ${yamlScalar(keyHash, true)}`];
   io.out(
     `New API key (shown once, store it now; keygate keeps only its hash):\n\n  ${key}\n\n` +
-      `Add this entry under config.api-keys:\n\n${stringify(entry, { indent: 2 }).replace(/^/gm, '  ').trimEnd()}\n`,
+      `Add this entry under config.api-keys:\n\n${entry.join('\n')}\n`,
   );
   return 0;
 }
