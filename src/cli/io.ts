@@ -32,9 +32,15 @@ export function count(n: number, singular: string, plural = `${singular}s`): str
   return `${n} ${n === 1 ? singular : plural}`;
 }
 
+/** Errors and warnings together, in file order (a warning before the error on a later line). */
 export function printDiagnostics(write: (t: string) => void, errors: readonly Diagnostic[], warnings: readonly Diagnostic[], paint: Paint = (t) => t): void {
-  for (const d of errors) write(`${paint('error:', 'red')} ${formatDiagnostic(d)}\n`);
-  for (const d of warnings) write(`${paint('warning:', 'yellow')} ${formatDiagnostic(d)}\n`);
+  const all = [
+    ...errors.map((d) => ({ d, label: paint('error:', 'red') })),
+    ...warnings.map((d) => ({ d, label: paint('warning:', 'yellow') })),
+  ];
+  // A stable sort: diagnostics at the same place keep their order, errors first.
+  all.sort((a, b) => (a.d.file === b.d.file ? a.d.line - b.d.line || a.d.column - b.d.column : 0));
+  for (const { d, label } of all) write(`${label} ${formatDiagnostic(d)}\n`);
 }
 
 export function json(value: unknown): string {

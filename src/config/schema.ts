@@ -11,6 +11,17 @@ export function schemaText(): string {
 }
 
 let compiled: ValidateFunction | undefined;
+let fields: { apiKey: string[]; group: string[]; keygate: string[] } | undefined;
+
+/** The fields of an api-keys entry, of a groups entry, and keygate's settings, as the schema names them. */
+export function entryFields(): { apiKey: string[]; group: string[]; keygate: string[] } {
+  if (fields === undefined) {
+    const defs = (JSON.parse(schemaText()) as { definitions: Record<string, { properties?: object }> }).definitions;
+    const names = (d: string): string[] => Object.keys(defs[d]?.properties ?? {});
+    fields = { apiKey: names('apiKey'), group: names('group'), keygate: names('keygate') };
+  }
+  return fields;
+}
 
 function validator(): ValidateFunction {
   if (compiled === undefined) {
