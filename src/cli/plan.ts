@@ -3,8 +3,17 @@ import { reconcile } from '../reconcile/engine.ts';
 import { displayLocation, openStore } from '../store/open.ts';
 import { COMMON, parse, wantsHelp } from './args.ts';
 import { databasePath, invalidJson, loadFromFlags } from './context.ts';
+import type { Paint } from './colour.ts';
+import { explainOpenFailure } from './database-access.ts';
 import { commandHelp } from './help.ts';
 import { count, json, type Io } from './io.ts';
+
+/** The plan's lines coloured as Terraform and decK colour theirs: + green, ~ yellow, - red. */
+export function colourPlan(text: string, paint: Paint): string {
+  return text.replace(/^([+~=-]) .*$/gm, (line, mark: string) =>
+    mark === '+' ? paint(line, 'green') : mark === '~' ? paint(line, 'yellow') : mark === '-' ? paint(line, 'red') : paint(line, 'dim'),
+  );
+}
 
 export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): Promise<number> {
   if (wantsHelp(args)) {
@@ -22,7 +31,9 @@ export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'
   const desired = result.desired;
   const location = databasePath(p, io, file, desired.settings.database);
   const dbFile = displayLocation(location);
-  const store = await openStore(location, mode === 'plan' ? { planOnly: true } : {});
+  const store = await openStore(location, mode === 'plan' ? { planOnly: true } : {}).catch((err: unknown) => {
+    throw explainOpenFailure(err, location, 'write');
+  });
   try {
     const { plan, revision, guard } = await reconcile(store, desired, {
       apply: mode === 'apply',
@@ -40,7 +51,7 @@ export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'
         }),
       );
     } else {
-      io.out(renderPlan(plan));
+      io.out(colourPlan(renderPlan(plan), io.paint.out));
       if (guard.refused) {
         const what =
           guard.moved === 0
