@@ -43,7 +43,7 @@ Exit 0: applied, or nothing to do. Exit 1: error (nothing was changed).`,
   },
   serve: {
     usage:
-      'keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N|auto]',
+      'keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N|auto] [--log-format pretty|json]',
     summary: 'apply the file, then run the proxy and the admin listener, and follow the file',
     details: `Applies the config file, then serves the authenticating proxy (--listen,
 keygate.listen, default 127.0.0.1:8080) in front of --upstream / keygate.upstream
@@ -54,7 +54,9 @@ a reload; SIGTERM/SIGINT stop gracefully (exit 0).
 --workers N (keygate.workers; "auto": one per core) serves the proxy from N
 processes sharing its socket; the default, 1, serves it from this process.
 An invalid config at start is fatal: exit 1 with every error printed.
-Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).`,
+Logs go to stderr: readable lines on a terminal, JSON lines otherwise;
+--log-format (or KEYGATE_LOG_FORMAT) chooses. KEYGATE_LOG_LEVEL: debug, info,
+warn, error.`,
   },
   'keys generate': {
     usage: 'keygate keys generate [--prefix P] [--name N] [--group G] [--json]',

@@ -5,6 +5,7 @@ import { loadConfigFile } from '../config/load.ts';
 import { locateConfig, locateDatabase } from '../config/locate.ts';
 import { closest } from '../suggest.ts';
 import { COMMON, HELP_OPTION, parse, str, usageError, wantsHelp } from './args.ts';
+import { explainOpenFailure } from './database-access.ts';
 import { commandHelp, keysHelp } from './help.ts';
 import { json, type Io } from './io.ts';
 
@@ -107,7 +108,9 @@ async function list(args: string[], io: Io): Promise<number> {
     const loaded = loadConfigFile(configFile, { env: io.env });
     dbFile = locateDatabase(undefined, loaded.ok ? loaded.desired.settings.database : null, configFile, io.env, io.cwd);
   }
-  const store = await openStore(dbFile, { readOnly: true });
+  const store = await openStore(dbFile, { readOnly: true }).catch((err: unknown) => {
+    throw explainOpenFailure(err, dbFile, 'read');
+  });
   try {
     const groups = new Map((await store.listGroups()).map((g) => [g.id, g.name]));
     const rows = (await store.listKeys()).map((k) => ({
