@@ -188,7 +188,7 @@ describe('keys', () => {
     ]);
     assert.equal(text.code, 0, shown(text));
     const out = lines(text.stdout);
-    assert.match(out[0] ?? '', /^NAME\s+KEY\s+GROUP\s+SOURCE\s+CREATED\s+LAST USED\s+EXPIRES$/);
+    assert.match(out[0] ?? '', /^NAME\s+KEY\s+GROUP\s+SOURCE\s+STATUS\s+CREATED\s+LAST USED\s+EXPIRES$/);
     assert.ok(out.some((l) => /^CI bot\s+ci-bot-…\s+analysts\s+config\s/.test(l)), text.stdout);
     assert.ok(out.some((l) => /^Made in the UI\s+brand-n…\s+analysts\s+api\s/.test(l)), text.stdout);
     assert.ok(!text.stdout.includes(BOT_KEY) && !text.stdout.includes(NEW_KEY));
@@ -206,6 +206,52 @@ describe('keys', () => {
       ['Admin API key', 'CI bot', 'Made in the UI'],
     );
     assert.ok(!json.stdout.includes(BOT_KEY) && !json.stdout.includes(NEW_KEY));
+  });
+});
+
+describe('keys list', () => {
+  test('marks expired and disabled keys, and prints every time in UTC, saying so', async (t) => {
+    const text = yaml`
+      version: 1
+      config:
+        api-keys:
+          - name: Current
+            group: all-users
+            key: ${BOT_KEY}
+            expires_at: 2999-01-01T00:00:00Z
+          - name: Lapsed
+            group: all-users
+            key: ${NEW_KEY}
+            expires_at: 2020-02-03T04:05:06+02:00
+          - name: Paused
+            group: all-users
+            key_hash: "sha256:${'ab'.repeat(32)}"
+            disabled: true
+    `;
+    const c = tempConfig(t, text);
+    const apply = await runCli(['apply', '-c', 'config.yml'], { cwd: c.dir });
+    assert.equal(apply.code, 0, shown(apply));
+    const [list, json] = await Promise.all([runCli(['keys', 'list', '--db', c.db]), runCli(['keys', 'list', '--db', c.db, '--json'])]);
+    assert.equal(list.code, 0, shown(list));
+    const out = lines(list.stdout);
+    assert.match(out[0] ?? '', /^NAME\s+KEY\s+GROUP\s+SOURCE\s+STATUS\s+CREATED\s+LAST USED\s+EXPIRES$/);
+    const row = (name: string): string => out.find((l) => l.startsWith(`${name} `)) ?? assert.fail(`no row for ${name}:\n${list.stdout}`);
+    assert.match(row('Current'), /^Current\s+ci-bot-…\s+all-users\s+config\s+active\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC\s+never\s+2999-01-01 00:00 UTC$/);
+    assert.match(row('Lapsed'), /\sexpired\s.*\s2020-02-03 02:05 UTC$/, 'expired, and its time converted to UTC');
+    assert.match(row('Paused'), /^Paused\s+\(hash only\)\s+all-users\s+config\s+disabled\s/);
+    assert.ok(!list.stdout.includes(BOT_KEY) && !list.stdout.includes(NEW_KEY));
+
+    assert.equal(json.code, 0, shown(json));
+    const keys = (parseJson(json) as { keys: Array<{ name: string; expired: boolean; expires_at: string | null }> }).keys;
+    assert.deepEqual(
+      keys.map((k) => [k.name, k.expired]),
+      [
+        ['Current', false],
+        ['Lapsed', true],
+        ['Paused', false],
+      ],
+    );
+    assert.equal(keys.find((k) => k.name === 'Lapsed')?.expires_at, '2020-02-03T02:05:06.000Z');
   });
 });
 

@@ -76,8 +76,9 @@ given (which keeps the key out of the shell history).`,
   'keys list': {
     usage: 'keygate keys list [-c FILE] [--db FILE] [--json]',
     summary: 'list the database\'s keys, masked',
-    details: `Lists the keys of the database, masked: group, source, and when each was
-created, last used and expires. With --db or $KEYGATE_DB no config file is needed.`,
+    details: `Lists the keys of the database, masked: group, source, status (active,
+disabled, expired), and when each was created, last used and expires, in UTC.
+--json adds the exact times. With --db or $KEYGATE_DB no config file is needed.`,
   },
   schema: {
     usage: 'keygate schema',

@@ -94,12 +94,20 @@ async function hash(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
+/** `2026-11-26 15:26 UTC`. */
+export function utcMinute(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
 async function list(args: string[], io: Io): Promise<number> {
   if (wantsHelp(args)) {
     io.out(commandHelp('keys list'));
     return 0;
   }
   const p = parse(args, COMMON, 'keys list');
+  const now = Date.now();
   let dbFile: string;
   if (str(p.values.db) !== undefined || io.env.KEYGATE_DB) {
     dbFile = locateDatabase(str(p.values.db), null, io.cwd + '/x', io.env, io.cwd);
@@ -113,7 +121,9 @@ async function list(args: string[], io: Io): Promise<number> {
   });
   try {
     const groups = new Map((await store.listGroups()).map((g) => [g.id, g.name]));
-    const rows = (await store.listKeys()).map((k) => ({
+    const all = await store.listKeys();
+    const hashOnly = new Set(all.filter((k) => k.prefix === null).map((k) => k.id));
+    const rows = all.map((k) => ({
       id: k.id,
       name: k.name,
       masked_key: maskKey(k.prefix),
@@ -123,25 +133,38 @@ async function list(args: string[], io: Io): Promise<number> {
       created_at: k.createdAt,
       last_used_at: k.lastUsedAt,
       expires_at: k.expiresAt,
+      expired: k.expiresAt !== null && Date.parse(k.expiresAt) <= now,
     }));
     if (p.values.json === true) {
       io.out(json({ database: displayLocation(dbFile), keys: rows }));
       return 0;
     }
-    const table = [['NAME', 'KEY', 'GROUP', 'SOURCE', 'CREATED', 'LAST USED', 'EXPIRES']];
+    const table = [['NAME', 'KEY', 'GROUP', 'SOURCE', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES']];
     for (const r of rows) {
+      const status = [r.disabled ? 'disabled' : '', r.expired ? 'expired' : ''].filter((s) => s !== '').join(', ') || 'active';
       table.push([
         r.name,
-        `${r.masked_key.slice(0, 7)}…`,
+        hashOnly.has(r.id) ? '(hash only)' : `${r.masked_key.slice(0, 7)}…`,
         r.group ?? '?',
-        r.source + (r.disabled ? ' (disabled)' : ''),
-        r.created_at.slice(0, 19).replace('T', ' '),
-        r.last_used_at === null ? 'never' : r.last_used_at.slice(0, 19).replace('T', ' '),
-        r.expires_at === null ? '-' : r.expires_at.slice(0, 19).replace('T', ' '),
+        r.source,
+        status,
+        utcMinute(r.created_at),
+        r.last_used_at === null ? 'never' : utcMinute(r.last_used_at),
+        r.expires_at === null ? '-' : utcMinute(r.expires_at),
       ]);
     }
     const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-    io.out(table.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+    const paint = io.paint.out;
+    io.out(
+      table
+        .map((row, n) => {
+          const line = row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+          if (n === 0) return paint(line, 'bold');
+          const status = row[4]!;
+          return status === 'active' ? line : paint(line, status.includes('expired') ? 'red' : 'dim');
+        })
+        .join('\n') + '\n',
+    );
     return 0;
   } finally {
     await store.close();
