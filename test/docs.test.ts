@@ -72,6 +72,15 @@ test('docs/cli.md shows each command\'s synopsis exactly as its --help does', ()
   }
 });
 
+test('the admin page is in the README\'s list of docs and in the migration guide\'s mapping table', () => {
+  const readme = source('README.md');
+  const docsList = readme.slice(readme.indexOf('## Documentation'), readme.indexOf('\n## ', readme.indexOf('## Documentation') + 1));
+  assert.match(docsList, /\[docs\/admin\.md\]\(docs\/admin\.md\): the admin page/);
+  const guide = doc('migrating-from-metabase.md');
+  const row = guide.split('\n').find((l) => l.startsWith('| Admin → Settings → Authentication → API Keys |'));
+  assert.match(row ?? '', /\[admin page\]\(admin\.md#the-admin-page\)/);
+});
+
 test('docs/http.md names every error code of the proxy, and their statuses', () => {
   const http = doc('http.md');
   const respond = source('src/proxy/respond.ts');
