@@ -77,6 +77,10 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       case '--version':
       case '-v':
       case 'version':
+        if (wantsHelp(args)) {
+          io.out('Usage: keygate --version\n\nPrints the version of keygate.\n');
+          return 0;
+        }
         parse(args, {}, 'version');
         io.out(`keygate ${version()}\n`);
         return 0;
