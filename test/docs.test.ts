@@ -12,11 +12,7 @@ import { OUTPUT_FILE, readSchema, renderConfigDocs } from '../scripts/gen-config
 import { DEFAULT_SETTINGS } from '../src/config/defaults.ts';
 import type { Settings } from '../src/config/types.ts';
 import { Metrics } from '../src/admin/metrics.ts';
-import { HELP } from '../src/cli/main.ts';
-import { VALIDATE_HELP } from '../src/cli/validate.ts';
-import { APPLY_HELP, PLAN_HELP } from '../src/cli/plan.ts';
-import { SERVE_HELP } from '../src/cli/serve.ts';
-import { KEYS_HELP } from '../src/cli/keys.ts';
+import { COMMANDS, commandHelp, HELP, keysHelp, type CommandName } from '../src/cli/help.ts';
 import { REPO } from './helpers/cli.ts';
 
 const doc = (name: string): string => readFileSync(path.join(REPO, 'docs', name), 'utf8');
@@ -51,7 +47,7 @@ test('docs/cli.md covers every command, flag and environment variable', () => {
   const commands = [...HELP.matchAll(/^ {2}(validate|plan|apply|serve|keys \w+|schema)\b/gm)].map((m) => m[1] as string);
   assert.ok(commands.length >= 8, commands.join(', '));
   for (const c of commands) assert.ok(cli.includes(`## \`keygate ${c}\``), `a section for keygate ${c}`);
-  const helps = [HELP, VALIDATE_HELP, PLAN_HELP, APPLY_HELP, SERVE_HELP, KEYS_HELP].join('\n');
+  const helps = [HELP, keysHelp(), ...(Object.keys(COMMANDS) as CommandName[]).map(commandHelp)].join('\n');
   for (const flag of new Set([...helps.matchAll(/(?<![\w-])(--[a-z][a-z-]*|-[a-z])\b/g)].map((m) => m[1] as string))) {
     assert.ok(cli.includes(`\`${flag}`) || cli.includes(` ${flag} `) || cli.includes(`${flag}]`), `docs/cli.md mentions ${flag}`);
   }
@@ -63,6 +59,26 @@ test('docs/cli.md covers every command, flag and environment variable', () => {
   }
   assert.ok(envVars.has('KEYGATE_CONFIG') && envVars.has('KEYGATE_DB'));
   for (const name of envVars) assert.ok(cli.includes(`\`${name}\``), `docs/cli.md documents ${name}`);
+});
+
+test('docs/cli.md shows each command\'s synopsis exactly as its --help does', () => {
+  const cli = doc('cli.md');
+  for (const name of Object.keys(COMMANDS) as CommandName[]) {
+    const section = cli.indexOf(`## \`keygate ${name}\``);
+    assert.ok(section !== -1, `a section for keygate ${name}`);
+    const synopsis = /```text\n([^\n]*)\n```/.exec(cli.slice(section))?.[1];
+    assert.equal(synopsis, COMMANDS[name].usage, `the synopsis of keygate ${name} in docs/cli.md`);
+    assert.ok(commandHelp(name).startsWith(`Usage: ${COMMANDS[name].usage}\n`));
+  }
+});
+
+test('the admin page is in the README\'s list of docs and in the migration guide\'s mapping table', () => {
+  const readme = source('README.md');
+  const docsList = readme.slice(readme.indexOf('## Documentation'), readme.indexOf('\n## ', readme.indexOf('## Documentation') + 1));
+  assert.match(docsList, /\[docs\/admin\.md\]\(docs\/admin\.md\): the admin page/);
+  const guide = doc('migrating-from-metabase.md');
+  const row = guide.split('\n').find((l) => l.startsWith('| Admin → Settings → Authentication → API Keys |'));
+  assert.match(row ?? '', /\[admin page\]\(admin\.md#the-admin-page\)/);
 });
 
 test('docs/http.md names every error code of the proxy, and their statuses', () => {

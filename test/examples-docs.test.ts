@@ -11,6 +11,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, 
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { hasValidChecksum } from '../src/keys/material.ts';
 import { BIN, REPO, runCli, shown } from './helpers/cli.ts';
 import { eventually, freePort } from './helpers/serve.ts';
 import { tempDir, type TempDir } from './helpers/tmp.ts';
@@ -169,7 +170,7 @@ test('every keygate config in examples/ validates, with the variables its templa
   for (const expected of [
     'examples/gitops/config.yml',
     'examples/docker/config.yml',
-    'examples/metabase/config.yml',
+    'examples/metabase/config/config.yml',
     'examples/metabase-config-file.yml',
     'examples/kubernetes/configmap.yaml (data.config.yml)',
   ]) {
@@ -182,6 +183,31 @@ test('every whole config shown in README.md, docs/ and the examples\' READMEs va
   const cases = docConfigs();
   assert.ok(cases.some((c) => c.label.startsWith('docs/configuration.md')), 'configuration.md shows a complete config');
   await validateAll(t, cases);
+});
+
+test('every documented way of taking a new key from `keys generate --json` runs as written and gives a well-formed key', async (t) => {
+  const markdown = [at('README.md'), ...filesUnder(at('docs'), (f) => f.endsWith('.md')), ...filesUnder(EXAMPLES, (f) => f.endsWith('.md'))];
+  const found: Array<{ label: string; command: string }> = [];
+  for (const file of markdown) {
+    const text = readFileSync(file, 'utf8');
+    assert.doesNotMatch(text, /keys generate[^\n]*\| *sed /, `${path.relative(REPO, file)} scrapes keys generate's text with sed`);
+    for (const m of text.matchAll(/"\$\((npx keygate keys generate[^\n]*?)\)"/g)) {
+      found.push({ label: `${path.relative(REPO, file)}:${text.slice(0, m.index).split('\n').length}`, command: m[1] as string });
+    }
+  }
+  const labels = found.map((f) => f.label.replace(/:\d+$/, ''));
+  for (const expected of ['docs/cli.md', 'examples/docker/README.md', 'examples/kubernetes/README.md']) {
+    assert.ok(labels.includes(expected), `${expected} shows how to take a key from keys generate (found: ${labels.join(', ')})`);
+  }
+  const tmp = tempDir(t);
+  for (const { label, command } of found) {
+    assert.match(command, /--json/, `${label} uses --json`);
+    const r = await run('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', command], { cwd: tmp.dir, env: { PATH: shims(tmp) } });
+    assert.equal(r.code, 0, `${label}: ${runShown(r)}`);
+    const key = r.stdout.trim();
+    assert.match(key, /^kg_[0-9A-Za-z]{49}$/, `${label} prints the key alone:\n${runShown(r)}`);
+    assert.ok(hasValidChecksum(key), label);
+  }
 });
 
 // ---------------------------------------------------------------------------
@@ -457,14 +483,81 @@ test('the systemd unit runs keygate serve as its own user and reloads with SIGHU
   }
 });
 
+test('the systemd README installs only files a checkout has, and says which Node it needs', () => {
+  const readme = read('examples/systemd/README.md');
+  const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+  const needed = /^>=(\d+\.\d+)/.exec(engines)?.[1];
+  assert.ok(needed !== undefined, engines);
+  assert.match(readme, new RegExp(`Node\\.js ${needed.replace('.', '\\.')} or later`), `says keygate needs Node ${needed}`);
+  assert.match(read('examples/systemd/keygate.service'), new RegExp(`Node\\.js ${needed.replace('.', '\\.')} or later`));
+  const script = /```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+  assert.match(script, /^cd \/opt\/keygate\b/m, 'the commands run in the checkout');
+  let installs = 0;
+  for (const line of script.split('\n')) {
+    const m = /^sudo install (?:-[a-z] \S+ )*(\S+) (\/etc\/keygate\/\S+)/.exec(line.replace(/\s+#.*$/, ''));
+    if (m === null) continue;
+    installs++;
+    const source = m[1] as string;
+    assert.ok(source === '/dev/null' || existsSync(at(source)), `${line}: ${source} is not in a checkout of keygate`);
+  }
+  assert.ok(installs >= 2, 'installs the config and the environment file');
+});
+
+test('the migration guide\'s steps 1 and 3 run as written in one shell: plan and apply find the file step 1 named', async (t) => {
+  const guide = read('docs/migrating-from-metabase.md');
+  const section = (title: string): string => {
+    const start = guide.indexOf(`## ${title}`);
+    assert.ok(start !== -1, title);
+    const end = guide.indexOf('\n## ', start + 1);
+    return guide.slice(start, end === -1 ? undefined : end);
+  };
+  const commands = [section('Step 1'), section('Step 3')].flatMap((text) =>
+    [...text.matchAll(/```console\n([\s\S]*?)```/g)].flatMap((m) => (m[1] as string).split('\n').filter((l) => l.startsWith('$ ')).map((l) => l.slice(2))),
+  );
+  assert.ok(commands.some((c) => /npx keygate plan/.test(c)) && commands.some((c) => /npx keygate apply/.test(c)), commands.join('\n'));
+  // Metabase's folder, moved into a temp folder, holding Metabase's documented example.
+  const tmp = tempDir(t);
+  const folder = tmp.path('etc/metabase');
+  mkdirSync(folder, { recursive: true });
+  writeFileSync(path.join(folder, 'config.yml'), read('examples/metabase-config-file.yml'));
+  const script = commands.map((c, i) => `${c.replaceAll('/etc/metabase', folder)}\necho "@@${i} exit $?"`).join('\n');
+  const r = await run('bash', ['--noprofile', '--norc', '-c', script], {
+    cwd: tmp.dir,
+    env: { PATH: shims(tmp), API_KEY_FROM_ENV: 'mb_thirdtestapikeyfromenv' },
+  });
+  const exits = [...r.stdout.matchAll(/^@@(\d+) exit (\d+)$/gm)].map((m) => [commands[Number(m[1])], Number(m[2])] as const);
+  for (const [command, code] of exits) {
+    assert.equal(code, /keygate plan/.test(command ?? '') ? 2 : 0, `"${command}" failed:\n${runShown(r)}`);
+  }
+  assert.match(r.stdout, /^\+ create key "ENV API Key" \(group admin, key mb_thir…\)$/m, runShown(r));
+  assert.match(r.stdout, new RegExp(`^Applied revision 1 to ${folder}/keygate\\.db\\.$`, 'm'), runShown(r));
+});
+
+test('the Kubernetes manifests say nothing of tsx: the image runs its compiled build', () => {
+  for (const file of ['deployment.yaml', 'deployment-init-container.yaml', 'README.md']) {
+    assert.doesNotMatch(read('examples/kubernetes', file), /\btsx\b/, file);
+  }
+});
+
 test('the Metabase example shares one config file between Metabase and keygate', () => {
   const compose = parseYaml(read('examples/metabase/docker-compose.yml')) as {
     services: Record<string, { environment?: Record<string, string>; volumes?: string[] }>;
   };
-  const config = read('examples/metabase/config.yml');
+  const config = read('examples/metabase/config/config.yml');
   const { metabase, keygate } = compose.services;
   assert.equal(metabase?.environment?.MB_CONFIG_FILE_PATH, '/config/config.yml');
   assert.equal(keygate?.environment?.KEYGATE_CONFIG, '/config/config.yml');
+  // The README puts every secret in .env beside docker-compose.yml: no container may mount that folder.
+  assert.match(read('examples/metabase/README.md'), /> \.env\n/);
+  for (const [name, service] of Object.entries(compose.services)) {
+    for (const volume of service.volumes ?? []) {
+      const host = volume.split(':')[0] as string;
+      if (!host.startsWith('.')) continue; // a named volume
+      const folder = path.resolve(at('examples/metabase'), host);
+      assert.notEqual(folder, at('examples/metabase'), `${name} mounts the folder that holds .env (${volume})`);
+      if (volume.split(':')[1] === '/config') assert.ok(existsSync(path.join(folder, 'config.yml')), `${name}: ${volume} holds config.yml`);
+    }
+  }
   for (const name of templateNames(config)) {
     if (name === 'MB_ADMIN_PASSWORD') continue; // users[].password is Metabase's, not keygate's
     assert.ok(name in (keygate?.environment ?? {}), `keygate gets ${name}`);

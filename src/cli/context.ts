@@ -8,7 +8,7 @@ export function loadFromFlags(p: Parsed, io: Io, diagnosticsTo: 'out' | 'err'): 
   const file = locateConfig(str(p.values.config), io.env, io.cwd);
   const result = loadConfigFile(file, { env: io.env });
   if (p.values.json !== true) {
-    printDiagnostics(io[diagnosticsTo], result.ok ? [] : result.errors, result.warnings);
+    printDiagnostics(io[diagnosticsTo], result.ok ? [] : result.errors, result.warnings, io.paint[diagnosticsTo]);
   }
   return { file, result };
 }

@@ -1,40 +1,56 @@
 import { readFileSync } from 'node:fs';
 import { KeygateError } from '../errors.ts';
 import { packagePath } from '../paths.ts';
+import { closest } from '../suggest.ts';
+import { parse, wantsHelp } from './args.ts';
+import { COMMANDS, commandHelp, HELP, keysHelp, type CommandName } from './help.ts';
 import { processIo, type Io } from './io.ts';
 
-export const HELP = `keygate: API keys declared in a YAML file, kept in SQLite, enforced by a reverse proxy.
+export { HELP } from './help.ts';
 
-Usage: keygate <command> [options]
-
-Commands:
-  validate [-c FILE] [--json]                      check the config file (exit 0 valid, 1 invalid)
-  plan     [-c FILE] [--db FILE] [--json] [--allow-deletes]
-                                                   show the changes (exit 0 none, 2 changes, 1 error)
-  apply    [-c FILE] [--db FILE] [--json] [--allow-deletes]
-                                                   make the database match the file and exit
-  serve    [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL] [--workers N]
-                                                   run the proxy and admin listener, watch the file
-  keys generate [--prefix P] [--name N] [--group G] print a new key and its api-keys entry
-  keys hash [KEY]                                  print sha256:… of a key (argument or stdin)
-  keys list [--db FILE] [--json]                   list keys, masked
-  schema                                           print the config file's JSON Schema
-
-The config file is --config, else $KEYGATE_CONFIG, else $MB_CONFIG_FILE_PATH,
-else ./config.yml, else ./config.yaml. The database is --db, else $KEYGATE_DB,
-else keygate.database in the file, else keygate.db beside the config file.
-
-Run \`keygate <command> --help\` for details. Docs: README.md and docs/.
-`;
+const TOP_LEVEL = ['validate', 'plan', 'apply', 'serve', 'keys', 'schema', 'help', 'version'];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 
+function unknownCommand(command: string, known: readonly string[], where: string): KeygateError {
+  if (command.startsWith('-')) {
+    return new KeygateError(
+      'KG_ERR_USAGE',
+      `${where}: unknown option ${command}: options go after the command (keygate <command> [options]); see \`${where} --help\``,
+    );
+  }
+  const hint = closest(command, known);
+  return new KeygateError(
+    'KG_ERR_USAGE',
+    `${where}: unknown command ${JSON.stringify(command)}${hint === undefined ? '' : ` (did you mean ${hint}?)`}; see \`${where} --help\``,
+  );
+}
+
+/** `keygate help [command]`. */
+function help(args: readonly string[], io: Io): number {
+  if (args.length === 0) {
+    io.out(HELP);
+    return 0;
+  }
+  const name = args.join(' ');
+  if (name === 'keys') {
+    io.out(keysHelp());
+    return 0;
+  }
+  if (name in COMMANDS) {
+    io.out(commandHelp(name as CommandName));
+    return 0;
+  }
+  if (args[0] === 'keys' && args.length === 2) throw unknownCommand(args[1] as string, ['generate', 'hash', 'list'], 'keygate keys');
+  throw unknownCommand(name, TOP_LEVEL, 'keygate');
+}
+
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   const [command, ...args] = argv;
-  const wantsJson = args.includes('--json');
+  const json = args.includes('--json');
   try {
     switch (command) {
       // Commands are imported when run: `serve` never loads the config parser on its serving thread.
@@ -47,6 +63,11 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       case 'keys':
         return await (await import('./keys.ts')).keysCommand(args, io);
       case 'schema':
+        if (wantsHelp(args)) {
+          io.out(commandHelp('schema'));
+          return 0;
+        }
+        parse(args, {}, 'schema');
         io.out((await import('../config/schema.ts')).schemaText());
         return 0;
       case 'serve': {
@@ -56,22 +77,27 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       case '--version':
       case '-v':
       case 'version':
+        if (wantsHelp(args)) {
+          io.out('Usage: keygate --version\n\nPrints the version of keygate.\n');
+          return 0;
+        }
+        parse(args, {}, 'version');
         io.out(`keygate ${version()}\n`);
         return 0;
-      case undefined:
       case '--help':
       case '-h':
       case 'help':
-        io.out(HELP);
-        return command === undefined ? 1 : 0;
-      default:
-        io.err(`keygate: unknown command "${command}"\n\n${HELP}`);
+        return help(args, io);
+      case undefined:
+        io.err(HELP);
         return 1;
+      default:
+        throw unknownCommand(command, TOP_LEVEL, 'keygate');
     }
   } catch (err) {
     if (err instanceof KeygateError) {
-      if (wantsJson) io.out(`${JSON.stringify({ error: err.code, message: err.message }, null, 2)}\n`);
-      io.err(`error: ${err.message}\n`);
+      if (json) io.out(`${JSON.stringify({ error: err.code, message: err.message }, null, 2)}\n`);
+      io.err(`${io.paint.err('error:', 'red')} ${err.message}\n`);
       return 1;
     }
     throw err;

@@ -1,43 +1,39 @@
 import { planJson, renderPlan } from '../reconcile/render.ts';
 import { reconcile } from '../reconcile/engine.ts';
 import { displayLocation, openStore } from '../store/open.ts';
-import { COMMON, parse } from './args.ts';
+import { COMMON, parse, wantsHelp } from './args.ts';
 import { databasePath, invalidJson, loadFromFlags } from './context.ts';
-import { json, type Io } from './io.ts';
+import type { Paint } from './colour.ts';
+import { explainOpenFailure } from './database-access.ts';
+import { commandHelp } from './help.ts';
+import { count, json, type Io } from './io.ts';
 
-export const PLAN_HELP = `Usage: keygate plan [-c FILE] [--db FILE] [--json] [--allow-deletes]
-
-Shows what \`keygate apply\` would change: + create, ~ update, - delete,
-= N unchanged. Keys are masked. Writes nothing. A plan that the deletion
-guard would refuse is shown, with the refusal (exit 1); with --allow-deletes
-it is shown as \`keygate apply --allow-deletes\` would apply it.
-Exit 0: no changes. Exit 2: changes. Exit 1: error.
-`;
-
-export const APPLY_HELP = `Usage: keygate apply [-c FILE] [--db FILE] [--json] [--allow-deletes]
-
-Makes the database match the config file in one transaction, then exits
-(for container start-up). --allow-deletes lifts the deletion guard once.
-Exit 0: applied, or nothing to do. Exit 1: error (nothing was changed).
-`;
+/** The plan's lines coloured as Terraform and decK colour theirs: + green, ~ yellow, - red. */
+export function colourPlan(text: string, paint: Paint): string {
+  return text.replace(/^([+~=-]) .*$/gm, (line, mark: string) =>
+    mark === '+' ? paint(line, 'green') : mark === '~' ? paint(line, 'yellow') : mark === '-' ? paint(line, 'red') : paint(line, 'dim'),
+  );
+}
 
 export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'): Promise<number> {
-  const spec = { ...COMMON, 'allow-deletes': { type: 'boolean' as const } };
-  const p = parse(args, spec, mode);
-  if (p.values.help === true) {
-    io.out(mode === 'plan' ? PLAN_HELP : APPLY_HELP);
+  if (wantsHelp(args)) {
+    io.out(commandHelp(mode));
     return 0;
   }
+  const spec = { ...COMMON, 'allow-deletes': { type: 'boolean' as const } };
+  const p = parse(args, spec, mode);
   const { file, result } = loadFromFlags(p, io, 'err');
   if (!result.ok) {
     if (p.values.json === true) io.out(invalidJson(result));
-    else io.err(`${mode}: ${result.errors.length} error(s) in ${file}; nothing was changed\n`);
+    else io.err(`${mode}: ${count(result.errors.length, 'error')} in ${file}; nothing was changed\n`);
     return 1;
   }
   const desired = result.desired;
   const location = databasePath(p, io, file, desired.settings.database);
   const dbFile = displayLocation(location);
-  const store = await openStore(location, mode === 'plan' ? { planOnly: true } : {});
+  const store = await openStore(location, mode === 'plan' ? { planOnly: true } : {}).catch((err: unknown) => {
+    throw explainOpenFailure(err, location, 'write');
+  });
   try {
     const { plan, revision, guard } = await reconcile(store, desired, {
       apply: mode === 'apply',
@@ -55,11 +51,14 @@ export async function planCommand(args: string[], io: Io, mode: 'plan' | 'apply'
         }),
       );
     } else {
-      io.out(renderPlan(plan));
+      io.out(colourPlan(renderPlan(plan), io.paint.out));
       if (guard.refused) {
-        const what = guard.moved === 0 ? `deletes ${guard.deletes} config-owned keys` : `deletes ${guard.deletes - guard.moved} config-owned keys and moves ${guard.moved} api-owned keys off deleted groups`;
+        const what =
+          guard.moved === 0
+            ? `deletes ${count(guard.deletes, 'config-owned key')}`
+            : `deletes ${count(guard.deletes - guard.moved, 'config-owned key')} and moves ${count(guard.moved, 'api-owned key')} off deleted groups`;
         io.err(
-          `error: deletion guard: this change ${what} (limit ${guard.limit}); ` +
+          `${io.paint.err('error:', 'red')} deletion guard: this change ${what} (limit ${guard.limit}); ` +
             '`keygate apply` will refuse it; check the file, then use `keygate apply --allow-deletes` or raise keygate.max_deletes\n',
         );
       }

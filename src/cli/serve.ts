@@ -1,28 +1,19 @@
 import path from 'node:path';
-import { locateConfig } from '../config/locate.ts';
+import { locateConfig, locateDatabase } from '../config/locate.ts';
 import { ConfigInvalidError, KeygateError } from '../errors.ts';
-import { Daemon } from '../daemon/daemon.ts';
-import { parse, str } from './args.ts';
-import { printDiagnostics, type Io } from './io.ts';
-import { rootLogger } from './logger.ts';
-
-export const SERVE_HELP = `Usage: keygate serve [-c FILE] [--db FILE] [--listen ADDR] [--admin-listen ADDR] [--upstream URL]
-                     [--workers N|auto] [--tls-cert FILE --tls-key FILE]
-
-Applies the config file, then serves the authenticating proxy (--listen,
-keygate.listen, default 127.0.0.1:8080) in front of --upstream / keygate.upstream
-(without one, a built-in demo upstream), and the admin listener (--admin-listen,
-keygate.admin_listen, default 127.0.0.1:8081). Watches the file and reloads it;
-SIGHUP forces a reload; SIGTERM/SIGINT stop gracefully (exit 0).
---workers N (keygate.workers; "auto": one per core) serves the proxy from N
-processes sharing its socket; the default, 1, serves it from this process.
---tls-cert/--tls-key (keygate.tls) serve HTTPS on both listeners; renewed
-files are put in place without a restart.
-An invalid config at start is fatal: exit 1 with every error printed.
-Logs are JSON lines on stderr (KEYGATE_LOG_LEVEL: debug, info, warn, error).
-`;
+import { Daemon, ListenError } from '../daemon/daemon.ts';
+import { HELP_OPTION, parse, str, usageError, wantsHelp } from './args.ts';
+import { databaseAccessProblem } from './database-access.ts';
+import { commandHelp } from './help.ts';
+import { count, printDiagnostics, type Io } from './io.ts';
+import { colourWanted } from './colour.ts';
+import { logFormat, rootLogger } from './logger.ts';
 
 export async function serveCommand(args: string[], io: Io): Promise<number> {
+  if (wantsHelp(args)) {
+    io.out(commandHelp('serve'));
+    return 0;
+  }
   const p = parse(
     args,
     {
@@ -34,40 +25,41 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
       workers: { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
+      'log-format': { type: 'string' },
+      ...HELP_OPTION,
     },
     'serve',
   );
-  if (p.values.help === true) {
-    io.out(SERVE_HELP);
-    return 0;
-  }
   for (const flag of ['listen', 'admin-listen'] as const) {
     const v = str(p.values[flag]);
     if (v !== undefined && !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/.test(v)) {
-      throw new KeygateError('KG_ERR_USAGE', `keygate serve: --${flag} must be HOST:PORT, got ${JSON.stringify(v)}`);
+      throw usageError('serve', `--${flag} must be HOST:PORT, got ${JSON.stringify(v)}`);
     }
   }
   const upstream = str(p.values.upstream);
   if (upstream !== undefined && !/^https?:\/\/[^\s/]+/.test(upstream)) {
-    throw new KeygateError('KG_ERR_USAGE', `keygate serve: --upstream must be an http:// or https:// URL`);
+    throw usageError('serve', '--upstream must be an http:// or https:// URL');
+  }
+  const format = str(p.values['log-format']);
+  if (format !== undefined && format !== 'pretty' && format !== 'json') {
+    throw usageError('serve', `--log-format must be pretty or json, got ${JSON.stringify(format)}`);
   }
   const workersFlag = str(p.values.workers);
   let workers: number | 'auto' | undefined;
   if (workersFlag !== undefined) {
     if (workersFlag !== 'auto' && !/^[1-9][0-9]{0,2}$/.test(workersFlag)) {
-      throw new KeygateError('KG_ERR_USAGE', `keygate serve: --workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
+      throw usageError('serve', `--workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
     }
     workers = workersFlag === 'auto' ? 'auto' : Math.min(256, Number(workersFlag));
   }
   const tlsCert = str(p.values['tls-cert']);
   const tlsKey = str(p.values['tls-key']);
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
-    throw new KeygateError('KG_ERR_USAGE', 'keygate serve: --tls-cert and --tls-key go together');
+    throw usageError('serve', '--tls-cert and --tls-key go together');
   }
   const tls = tlsCert !== undefined && tlsKey !== undefined ? { cert: path.resolve(io.cwd, tlsCert), key: path.resolve(io.cwd, tlsKey) } : undefined;
   const file = locateConfig(str(p.values.config), io.env, io.cwd);
-  const logger = rootLogger(io.env);
+  const logger = rootLogger(io.env, { format: logFormat(format, io.env, io.tty.err), colour: colourWanted(io.env, io.tty.err) });
   const daemon = new Daemon({
     configFile: file,
     dbFlag: str(p.values.db),
@@ -76,45 +68,79 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
     logger,
     out: io.out,
   });
+  const flushed = (): Promise<void> => new Promise((resolve) => logger.flush(() => resolve()));
+
+  // Signal handlers first: a SIGTERM that comes while the daemon starts stops it once it has, instead of killing it midway.
+  let requested = false;
+  let started = false;
+  let stopping = false;
+  let done: (code: number) => void = () => undefined;
+  const finished = new Promise<number>((resolve) => (done = resolve));
+  const shutDown = (): void => {
+    if (stopping) return;
+    stopping = true;
+    void daemon.stop().then(
+      () => flushed().then(() => done(0)),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        void flushed().then(() => done(1));
+      },
+    );
+  };
+  const stop = (signal: string): void => {
+    if (requested) {
+      // A second Ctrl-C while the start still runs (a database that does not answer, say): stop now.
+      if (!started) {
+        logger.flush();
+        process.exit(130);
+      }
+      return;
+    }
+    requested = true;
+    logger.info({ signal }, 'signal received');
+    if (started) shutDown();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void daemon.reload(true, 'SIGHUP'));
+
   try {
     await daemon.start();
   } catch (err) {
-    if (err instanceof ConfigInvalidError) {
-      printDiagnostics(io.err, err.diagnostics, []);
-      io.err(`serve: ${file} is invalid (${err.diagnostics.length} errors): not serving\n`);
-      await daemon.stop().catch(() => undefined);
-      logger.flush();
-      return 1;
-    }
+    // Clean up at once (a daemon that never served logs no "shutting down"), then say why, after every line logged before.
     await daemon.stop().catch(() => undefined);
-    logger.flush();
-    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-      const why = { EADDRINUSE: 'address already in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'address not available' }[e.code];
-      throw new KeygateError('KG_ERR_USAGE', `cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`, { cause: err });
+    await flushed();
+    if (err instanceof ConfigInvalidError) {
+      printDiagnostics(io.err, err.diagnostics, [], io.paint.err);
+      io.err(`serve: ${file} is invalid (${count(err.diagnostics.length, 'error')}): not serving\n`);
+    } else {
+      io.err(`${io.paint.err('error:', 'red')} ${await startFailure(err, file, str(p.values.db), io)}\n`);
     }
-    throw err;
+    return 1;
   }
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'signal received');
-      void daemon.stop().then(
-        () => {
-          logger.flush();
-          resolve(0);
-        },
-        (err: unknown) => {
-          logger.error({ err: { message: (err as Error).message } }, 'shutdown failed');
-          logger.flush();
-          resolve(1);
-        },
-      );
+  started = true;
+  if (requested) shutDown();
+  return finished;
+}
+
+/** Why `serve` could not start, naming the listener or the file that failed. */
+async function startFailure(err: unknown, file: string, dbFlag: string | undefined, io: Io): Promise<string> {
+  if (err instanceof ListenError) {
+    const why: Record<string, string> = {
+      EADDRINUSE: 'address already in use (another process listens there)',
+      EACCES: 'permission denied (ports below 1024 need privileges)',
+      EADDRNOTAVAIL: 'address not available on this machine',
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => void daemon.reload(true, 'SIGHUP'));
-  });
+    const flag = err.listener === 'proxy' ? '--listen or keygate.listen' : '--admin-listen or keygate.admin_listen';
+    const what = err.listener === 'proxy' ? 'the proxy' : 'the admin listener';
+    return `cannot listen on ${err.address} for ${what}: ${why[err.code] ?? (err.cause as Error).message}; choose another address with ${flag}`;
+  }
+  if (err instanceof KeygateError && err.code === 'KG_ERR_DATABASE') {
+    // Which database: the control plane found it from the flags and the file; find it the same way.
+    const { loadConfigFile } = await import('../config/load.ts');
+    const loaded = loadConfigFile(file, { env: io.env });
+    const location = locateDatabase(dbFlag, loaded.ok ? loaded.desired.settings.database : null, file, io.env, io.cwd);
+    return databaseAccessProblem(location, 'write') ?? err.message;
+  }
+  return err instanceof Error ? err.message : String(err);
 }

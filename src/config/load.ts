@@ -4,7 +4,8 @@ import path from 'node:path';
 import { load as loadYaml, CORE_SCHEMA } from 'js-yaml';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { Diagnostic } from '../errors.ts';
-import { checkSchema } from './schema.ts';
+import { checkSchema, entryFields, type SchemaProblem } from './schema.ts';
+import { fieldHome, startsBareTemplate, unquotedTemplate, yamlDiagnostics } from './slips.ts';
 import { displayPath, Positions, type DocPath } from './positions.ts';
 import { EnvLookup, expandTemplate, mayHoldTemplate, type ExpandResult } from './template.ts';
 import { checkSemantics } from './semantic.ts';
@@ -83,10 +84,7 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
   let raw = fastParse(text);
   if (raw === SLOW) {
     const doc = document();
-    for (const e of doc.errors) {
-      const pos = positions.at(e.pos[0]);
-      errors.push({ file: shown, ...pos, path: '', code: `yaml.${e.code.toLowerCase()}`, message: yamlMessage(e.message) });
-    }
+    errors.push(...yamlDiagnostics(doc.errors, text, lines, shown));
     if (errors.length > 0) return fail();
     try {
       raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as unknown;
@@ -112,7 +110,7 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
   });
 
   const typed = raw as RawConfig;
-  warnIgnoredSections(typed, diag, warnings);
+  const misplaced = checkSections(typed, diag, errors, warnings);
 
   // Templates are expanded first, so that the schema checks the values keygate will use.
   // No message ever quotes a value, so secrets never show in them.
@@ -126,7 +124,12 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
   });
   for (const problem of checkSchema(raw)) {
     if (missing.has(problem.path.join('/'))) continue;
-    errors.push(diag(problem.path, problem.code, problem.message, problem.keyOf));
+    // The entry that a field indented too little was taken from: its "missing field" is the same mistake.
+    if (misplaced.some((m) => m.follows(problem))) continue;
+    const d = diag(problem.path, problem.code, problem.message, problem.keyOf);
+    if (problem.code === 'schema.type' && startsBareTemplate(text, d)) {
+      errors.push({ ...d, code: 'unquoted_template', message: unquotedTemplate(text, d) });
+    } else errors.push(d);
   }
 
   const result = checkSemantics(typed, {
@@ -138,8 +141,15 @@ export function loadConfigBytes(bytes: Buffer, file: string, opts: LoadOptions =
     warn: (p, code, message) => warnings.push(diag(p, code, message)),
     structureOk: errors.length === 0,
   });
+  // In file order, whichever check found them.
+  errors.sort(byPosition);
+  warnings.sort(byPosition);
   if (errors.length > 0 || result === null) return fail();
   return { ok: true, desired: result, warnings };
+}
+
+function byPosition(a: Diagnostic, b: Diagnostic): number {
+  return a.line - b.line || a.column - b.column;
 }
 
 const SLOW = Symbol('slow');
@@ -176,24 +186,53 @@ function fastParse(text: string): unknown {
 
 const KEYGATE_SECTIONS = new Set(['keygate', 'users', 'groups', 'api-keys']);
 
-function warnIgnoredSections(
+/** A field found among the sections of `config`, indented too little. */
+interface Misplaced {
+  /** True for a schema problem that the misplacement caused (the entry above lacks the field). */
+  follows: (p: SchemaProblem) => boolean;
+}
+
+/**
+ * Warns about Metabase's sections (keygate ignores them), and reports a field
+ * of an entry or of keygate's settings found among them: indented too little.
+ */
+function checkSections(
   raw: RawConfig,
-  diag: (p: DocPath, code: string, message: string) => Diagnostic,
+  diag: (p: DocPath, code: string, message: string, keyOf?: string) => Diagnostic,
+  errors: Diagnostic[],
   warnings: Diagnostic[],
-): void {
-  if (raw === null || typeof raw !== 'object') return;
+): Misplaced[] {
+  const misplaced: Misplaced[] = [];
+  if (raw === null || typeof raw !== 'object') return misplaced;
   for (const key of Object.keys(raw)) {
     if (key !== 'version' && key !== 'config') {
       warnings.push(diag([key], 'ignored_section', `top-level field "${key}" is not used by keygate and is ignored`));
     }
   }
   const cfg = raw.config;
-  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) return;
-  for (const key of Object.keys(cfg)) {
-    if (!KEYGATE_SECTIONS.has(key)) {
+  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) return misplaced;
+  const sections = Object.keys(cfg);
+  sections.forEach((key, i) => {
+    if (KEYGATE_SECTIONS.has(key)) return;
+    const before = sections[i - 1];
+    const home = fieldHome(key, before, entryFields());
+    if (home === null) {
       warnings.push(diag(['config', key], 'ignored_section', `section "${key}" is Metabase's and is ignored by keygate`));
+      return;
     }
-  }
+    const where = home === 'keygate' ? 'a keygate setting, under keygate:' : `a field of an ${home} entry`;
+    errors.push(diag(['config'], 'misplaced_field', `"${key}" is ${where}, not a section of config: check the indentation`, key));
+    const list = before === home && home !== 'keygate' ? cfg[home] : undefined;
+    if (!Array.isArray(list) || list.length === 0) return;
+    const entry = ['config', home, list.length - 1].join('/');
+    misplaced.push({
+      follows: (p) =>
+        p.path.slice(0, 3).join('/') === entry &&
+        ((p.code === 'schema.required' && p.path.length === 4 && p.path[3] === key) ||
+          (p.code === 'schema.key_or_hash' && p.path.length === 3 && (key === 'key' || key === 'key_hash'))),
+    });
+  });
+  return misplaced;
 }
 
 /** Expands `{{env NAME}}` (and Metabase's other template forms) in the string values of keygate's sections, in place. */
@@ -231,12 +270,6 @@ function expandAll(
   for (const section of ['keygate', 'groups', 'api-keys'] as const) {
     if (section in cfg) (cfg as Record<string, unknown>)[section] = walk(cfg[section], ['config', section]);
   }
-}
-
-function yamlMessage(message: string): string {
-  const first = message.split('\n')[0] ?? message;
-  const cleaned = first.replace(/ at line \d+, column \d+:?$/, '');
-  return `YAML syntax: ${cleaned.charAt(0).toLowerCase()}${cleaned.slice(1)}`;
 }
 
 function firstInvalidUtf8(bytes: Buffer): { line: number; column: number } {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { DocPath } from './positions.ts';
 import { packagePath } from '../paths.ts';
+import { closest } from '../suggest.ts';
 
 export const SCHEMA_PATH = packagePath('schemas', 'config.schema.json');
 
@@ -10,6 +11,17 @@ export function schemaText(): string {
 }
 
 let compiled: ValidateFunction | undefined;
+let fields: { apiKey: string[]; group: string[]; keygate: string[] } | undefined;
+
+/** The fields of an api-keys entry, of a groups entry, and keygate's settings, as the schema names them. */
+export function entryFields(): { apiKey: string[]; group: string[]; keygate: string[] } {
+  if (fields === undefined) {
+    const defs = (JSON.parse(schemaText()) as { definitions: Record<string, { properties?: object }> }).definitions;
+    const names = (d: string): string[] => Object.keys(defs[d]?.properties ?? {});
+    fields = { apiKey: names('apiKey'), group: names('group'), keygate: names('keygate') };
+  }
+  return fields;
+}
 
 function validator(): ValidateFunction {
   if (compiled === undefined) {
@@ -54,33 +66,6 @@ function lastField(p: DocPath): string | undefined {
     if (typeof s === 'string') return s;
   }
   return undefined;
-}
-
-function closest(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = 3;
-  for (const c of candidates) {
-    const d = distance(word, c);
-    if (d < bestD) {
-      bestD = d;
-      best = c;
-    }
-  }
-  return best;
-}
-
-function distance(a: string, b: string): number {
-  const dp = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = dp[0] as number;
-    dp[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = dp[j] as number;
-      dp[j] = Math.min((dp[j] as number) + 1, (dp[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return dp[b.length] as number;
 }
 
 function describe(e: ErrorObject, data: unknown): SchemaProblem | null {

@@ -37,7 +37,7 @@ export interface DaemonOptions {
   };
   env: NodeJS.ProcessEnv;
   logger: Logger;
-  /** Human output (the demo hint), printed once. */
+  /** Human output: where everything is (and the demo hint), printed once at start. */
   out: (text: string) => void;
   /** How often the control plane looks for writes made by other processes (default 1000 ms). */
   feedPollMs?: number;
@@ -45,6 +45,28 @@ export interface DaemonOptions {
 
 /** Longest a burst of file events may postpone a reload. */
 const MAX_WAIT_MS = 1000;
+
+/** A listener that could not listen: which one, and where. The cause is the system error (EADDRINUSE, …). */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: 'proxy' | 'admin',
+    readonly address: string,
+    readonly code: string,
+    options: { cause: unknown },
+  ) {
+    super(`cannot listen on ${address} for the ${listener === 'proxy' ? 'proxy' : 'admin listener'}: ${(options.cause as Error).message}`, options);
+    this.name = 'ListenError';
+  }
+}
+
+async function listening(listener: 'proxy' | 'admin', at: { host: string; port: number }, listen: () => Promise<unknown>): Promise<void> {
+  try {
+    await listen();
+  } catch (err) {
+    const address = `${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}`;
+    throw new ListenError(listener, address, (err as NodeJS.ErrnoException).code ?? 'EIO', { cause: err });
+  }
+}
 
 export function splitHostPort(addr: string): { host: string; port: number } {
   const i = addr.lastIndexOf(':');
@@ -83,6 +105,8 @@ export class Daemon {
   private uses = new Map<number, number>();
   private upstream: URL | null = null;
   private stopped = false;
+  /** Set once start() has finished: a start that failed stops without a "shutting down" line. */
+  private serving = false;
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: DaemonOptions) {
@@ -183,9 +207,11 @@ export class Daemon {
         },
       }),
     });
-    if (this.workers !== null) await this.workers.start();
-    else await this.proxy?.listen(listen.host, listen.port);
-    await this.admin.listen(adminListen.host, adminListen.port);
+    const proxy = this.proxy;
+    const workers = this.workers;
+    const admin = this.admin;
+    await listening('proxy', listen, () => (workers !== null ? workers.start() : (proxy as ProxyServer).listen(listen.host, listen.port)));
+    await listening('admin', adminListen, () => admin.listen(adminListen.host, adminListen.port));
     this.watchCertificates(tlsFiles);
 
     const dbFile = this.storeInfo.kind === 'sqlite' ? this.storeInfo.location : null;
@@ -214,15 +240,42 @@ export class Daemon {
       },
       'keygate serving',
     );
+    this.opts.out(this.whereEverythingIs(p, a, workerCount, { proxy: proxyTls !== null, admin: adminTls !== null }));
+    this.serving = true;
+  }
+
+  /** What `serve` prints on stdout at start: where the proxy, the admin page, the file and the database are. */
+  private whereEverythingIs(
+    p: { host: string; port: number },
+    a: { host: string; port: number },
+    workers: number,
+    tls: { proxy: boolean; admin: boolean },
+  ): string {
+    const file = this.opts.configFile;
+    const c = this.control?.table.counts() ?? { keys: 0, config: 0, api: 0, groups: 0 };
+    const proxyUrl = `${tls.proxy ? 'https' : 'http'}://${hostForUrl(p.host)}:${p.port}`;
+    const upstream = this.demo !== null ? 'the built-in demo upstream' : (this.upstream as URL).origin;
+    const shown = (f: string): string => {
+      const rel = path.relative(process.cwd(), f);
+      return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : f;
+    };
+    const db = this.storeInfo?.kind === 'sqlite' ? shown(this.storeInfo.location) : (this.storeInfo?.location ?? '?');
+    const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+    let text =
+      `keygate is serving${this.revision === null ? '' : ` revision ${this.revision.number}`} (${plural(c.keys, 'key')}, ${plural(c.groups, 'group')}):\n` +
+      `  proxy:     ${proxyUrl} → ${upstream}${workers > 1 ? ` (${workers} processes)` : ''}\n` +
+      `  admin:     ${tls.admin ? 'https' : 'http'}://${hostForUrl(a.host)}:${a.port}/ (the admin page; /status, /metrics, /healthz)\n` +
+      `  config:    ${shown(file)} (watched: edits apply within a second)\n` +
+      `  database:  ${db}\n`;
     if (this.demo !== null) {
-      const name = this.control.table.someConfigKeyName();
+      const name = this.control?.table.someConfigKeyName() ?? null;
       const hint = name === null ? 'one of your keys' : `the key of "${name}" in ${path.basename(file)}`;
-      this.opts.out(
-        `keygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
-          `  curl -H "x-api-key: $KEY" ${proxyTls !== null ? 'https' : 'http'}://${hostForUrl(p.host)}:${p.port}/api/card/1   # KEY: ${hint}\n` +
-          `  curl -i ${proxyTls !== null ? 'https' : 'http'}://${hostForUrl(p.host)}:${p.port}/api/card/1                     # no key: 401\n`,
-      );
+      text +=
+        `\nkeygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
+        `  curl -H "x-api-key: $KEY" ${proxyUrl}/api/card/1   # KEY: ${hint}\n` +
+        `  curl -i ${proxyUrl}/api/card/1                     # no key: 401\n`;
     }
+    return text;
   }
 
   private withOverrides(s: Settings): Settings {
@@ -386,9 +439,23 @@ export class Daemon {
     if (o.revision !== null) this.metrics.revision.set(o.revision.number);
     this.updateGauges();
     for (const w of o.warnings) this.log.warn({ warning: w }, 'config warning');
-    const counts = this.control?.table.counts();
+    // The counts in force once the change is applied (the deletion guard's own counts stay out of the line).
+    const counts = this.control?.table.counts() ?? { keys: 0, config: 0, api: 0, groups: 0 };
+    const { create, update, delete: deleted, unchanged } = o.summary;
     this.log.info(
-      { trigger, revision: o.revision?.number ?? null, sha256: o.sha256, ...o.summary, config_keys: counts?.config ?? 0, changes: o.changed.slice(0, 20) },
+      {
+        trigger,
+        revision: o.revision?.number ?? null,
+        sha256: o.sha256,
+        create,
+        update,
+        delete: deleted,
+        unchanged,
+        config_keys: counts.config,
+        api_keys: counts.api,
+        groups: counts.groups,
+        changes: o.changed.slice(0, 20),
+      },
       o.changed.length === 0 ? 'config applied: no changes' : 'config applied',
     );
     // A reload that finishes during shutdown changes no listener: the proxy may be closed already.
@@ -487,7 +554,8 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     const graceMs = this.settings?.shutdownGraceMs ?? 0;
-    this.log.info({ grace_ms: graceMs }, 'shutting down');
+    // After a failed start there is nothing to shut down that anyone used: the caller reports the failure.
+    if (this.serving) this.log.info({ grace_ms: graceMs }, 'shutting down');
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     this.event({ type: 'stop' });
     for (const w of this.certWatchers) w.close();
@@ -496,7 +564,7 @@ export class Daemon {
     await this.flushLastUsed();
     await this.control?.close();
     await new Promise<void>((resolve) => (this.demo === null ? resolve() : this.demo.close(() => resolve())));
-    this.log.info('stopped');
+    if (this.serving) this.log.info('stopped');
   }
 }
 

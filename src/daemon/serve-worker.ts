@@ -18,7 +18,8 @@ if (!cluster.isWorker || process.send === undefined) throw new Error('serve-work
 const send = (m: FromWorker): void => {
   if (process.connected) process.send?.(m);
 };
-const logger = rootLogger(process.env);
+// JSON to the main process, which writes every process's lines in its own format.
+const logger = rootLogger(process.env, { format: 'json' });
 const metrics = new Metrics();
 const table = new KeyTable();
 let proxy: ProxyServer | null = null;

@@ -99,6 +99,8 @@ export class ServingWorkers {
 
   private fork(): Promise<{ host: string; port: number }> {
     const worker = cluster.fork();
+    // A message to a worker that has just gone (cluster answering its listen after a failed start) fails with EPIPE: not fatal.
+    worker.on('error', (err: Error) => this.log.debug({ pid: worker.process.pid, err }, 'message to a serving worker failed'));
     const m: Member = { worker, live: false, applied: null, stopping: false };
     this.members.set(worker.id, m);
     for (const stream of [worker.process.stdout, worker.process.stderr]) {
