@@ -238,9 +238,9 @@ describe('keys list', () => {
     const out = lines(list.stdout);
     assert.match(out[0] ?? '', /^NAME\s+KEY\s+GROUP\s+SOURCE\s+STATUS\s+CREATED\s+LAST USED\s+EXPIRES$/);
     const row = (name: string): string => out.find((l) => l.startsWith(`${name} `)) ?? assert.fail(`no row for ${name}:\n${list.stdout}`);
-    assert.match(row('Current'), /^Current\s+ci-bot-…\s+all-users\s+config\s+active\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC\s+never\s+2999-01-01 00:00 UTC$/);
+    assert.match(row('Current'), /^Current\s+ci-bot-…\s+All Users\s+config\s+active\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC\s+never\s+2999-01-01 00:00 UTC$/);
     assert.match(row('Lapsed'), /\sexpired\s.*\s2020-02-03 02:05 UTC$/, 'expired, and its time converted to UTC');
-    assert.match(row('Paused'), /^Paused\s+\(hash only\)\s+all-users\s+config\s+disabled\s/);
+    assert.match(row('Paused'), /^Paused\s+\(hash only\)\s+All Users\s+config\s+disabled\s/);
     assert.ok(!list.stdout.includes(BOT_KEY) && !list.stdout.includes(NEW_KEY));
 
     assert.equal(json.code, 0, shown(json));

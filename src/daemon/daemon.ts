@@ -232,11 +232,11 @@ export class Daemon {
       {
         listen: `${p.host}:${p.port}`,
         admin_listen: `${a.host}:${a.port}`,
-        tls: { proxy: proxyTls !== null, admin: adminTls !== null },
         upstream: this.demo ? 'demo' : this.upstream.origin,
         config: file,
         database: this.storeInfo.location,
         workers: workerCount,
+        tls: { proxy: proxyTls !== null, admin: adminTls !== null },
       },
       'keygate serving',
     );
