@@ -27,7 +27,7 @@ const MESSAGES: Record<ErrorCode, string> = {
   request_timeout: 'The request headers did not arrive in time.',
   too_many_requests: 'Too many failed authentications from this address; retry later.',
   loop_detected: 'The request came back to this proxy: the upstream points at keygate itself.',
-  bad_gateway: 'The upstream refused or reset the connection.',
+  bad_gateway: 'The upstream could not be reached, or closed the connection without an answer.',
   gateway_timeout: 'The upstream did not answer in time.',
 };
 

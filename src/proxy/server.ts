@@ -296,7 +296,15 @@ export class ProxyServer {
   private readonly onForwarded = (ctx: Forwarded, o: ForwardOutcome): void => {
     if (o.kind === 'upstream_error') {
       sendError(ctx.res, o.status, o.code, { header: this.config.keyHeader });
-      this.log.warn({ err: { message: o.err.message, code: (o.err as NodeJS.ErrnoException).code }, key_id: ctx.principal.id }, 'upstream failed');
+      const e = o.err as NodeJS.ErrnoException & { cause?: { message?: string; code?: string } };
+      this.log.warn(
+        {
+          err: { message: e.message, code: e.code, ...(e.cause?.code !== undefined ? { cause: { message: e.cause.message, code: e.cause.code } } : {}) },
+          upstream: this.config.upstream.origin,
+          key_id: ctx.principal.id,
+        },
+        'upstream failed',
+      );
       this.record(ctx.req, o.status, 'upstream_error', ctx.principal, ctx.start);
       return;
     }
