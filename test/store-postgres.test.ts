@@ -14,6 +14,7 @@ import { freePort } from './helpers/serve.ts';
 import { storeContract } from './helpers/store-contract.ts';
 import { postgresAvailable, startRelay, testDatabase, testRole, urlFor, type TestDatabase } from './helpers/postgres.ts';
 import { sha256 } from './helpers/config.ts';
+import { crashSeries, postgresTarget } from './helpers/crash.ts';
 
 const AT = '2026-06-01T00:00:00.000Z';
 
@@ -215,5 +216,14 @@ if (postgresAvailable(true)) {
     assert.equal(cs.keys.length, n);
     await s.write(async (tx) => tx.deleteKeys(rows.map((r) => r.id)));
     assert.equal(await s.countKeys(), 0);
+  });
+
+  test('SIGKILL of an applier in the middle of a 10,000-key apply leaves the database whole, old or new', async (t) => {
+    const db = await testDatabase(t);
+    const runs = 5;
+    const s = await crashSeries(t, { keys: 10_000, runs, target: postgresTarget(db.url, db.query), log: (l) => t.diagnostic(l) });
+    t.diagnostic(`${s.runs} kills: ${s.old} left the old state, ${s.new} the new state; ${s.killedMidway} landed before the apply had finished`);
+    assert.equal(s.runs, runs);
+    assert.ok(s.killedMidway >= 1, 'no kill landed before the apply had finished');
   });
 }
