@@ -44,13 +44,15 @@ const { values: args } = parseArgs({
     parts: { type: 'string', default: 'reconcile,proxy,propagation' },
     sizes: { type: 'string', default: '10000,100000' },
     reps: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '3' },
-    duration: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '6' },
+    duration: { type: 'string', default: '4' },
     samples: { type: 'string', default: '20' },
     'no-write': { type: 'boolean', default: false },
   },
 });
 const parts = new Set(args.parts.split(','));
+// A URL without a user name: the OS user, as psql and keygate's store do.
+if (pg.defaults.user === undefined || pg.defaults.user === '') pg.defaults.user = os.userInfo().username;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'keygate-bench-fleet-'));
 const children = new Set<ChildProcess>();
 const databases = new Set<string>();
@@ -105,7 +107,7 @@ const fmt = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixe
 /** A config like bench/reconcile.ts's: custom groups with rules, literal keys and key_hash entries; `edited` changes 1% of the keys. */
 function config(n: number, edited: boolean, extra = ''): string {
   const groups = ['analysts', 'writers', 'etl', 'monitoring', 'partners'];
-  const out = ['version: 1', 'config:', '  keygate:', extra, '  groups:'];
+  const out = ['version: 1', 'config:', ...(extra === '' ? [] : ['  keygate:', extra]), '  groups:'];
   for (const g of groups) out.push(`    - name: ${g}`, `      description: ${g} (bench)`, '      allow:', `        - methods: [GET, HEAD]`, `          paths: ["/api/${g}/**", "/api/card/**"]`);
   out.push('  api-keys:');
   const kinds = ['admin', 'all-users', ...groups];
@@ -122,7 +124,7 @@ function config(n: number, edited: boolean, extra = ''): string {
 
 function load(file: string): DesiredState {
   const r = loadConfigFile(file, { env: {} });
-  if (!r.ok) throw new Error(`${file}: invalid`);
+  if (!r.ok) throw new Error(`${file}: invalid: ${JSON.stringify(r.errors.slice(0, 3))}`);
   return r.desired;
 }
 
@@ -340,6 +342,7 @@ async function benchPropagation(): Promise<string[]> {
 
 try {
   const started = new Date().toISOString();
+  const load = os.loadavg();
   const sections: string[] = [];
   if (parts.has('reconcile')) {
     log('reconcile:');
@@ -384,8 +387,8 @@ try {
     '## Fleet (PostgreSQL store)',
     '',
     `\`node --import tsx bench/fleet.ts\` (${started}; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ` +
-      `PostgreSQL ${(await admin<{ v: string }>('SHOW server_version AS v'))[0]?.v ?? '?'} on the same machine over loopback). ` +
-      'The machine is shared with other engineers\' test runs and has 2 cores: runs are short and noisy; read differences under ~10% as noise.',
+      `PostgreSQL ${(await admin<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]?.v ?? '?'} on the same machine over loopback). ` +
+      `The machine is shared with other engineers' test runs (load average ${load.map((x) => x.toFixed(1)).join(', ')} when this run started, on ${os.cpus().length} cores): runs are short and noisy; read differences under ~15% as noise.`,
     '',
     ...sections,
   ].join('\n');
