@@ -61,7 +61,7 @@ export function postgresAvailable(announce: boolean): boolean {
   if (ADMIN_URL !== null) return true;
   if (announce && !announced) {
     announced = true;
-    test('PostgreSQL store and fleet tests', { skip: `no PostgreSQL at ${redact(TEST_POSTGRES_URL)} (${admin.why}): ${HOW}` }, () => undefined);
+    test('PostgreSQL store, CLI and fleet tests (test/store-postgres, cli-postgres, fleet)', { skip: `no PostgreSQL at ${redact(TEST_POSTGRES_URL)} (${admin.why}): ${HOW}` }, () => undefined);
   }
   return false;
 }
