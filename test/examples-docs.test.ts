@@ -173,6 +173,7 @@ test('every keygate config in examples/ validates, with the variables its templa
     'examples/metabase/config/config.yml',
     'examples/metabase-config-file.yml',
     'examples/kubernetes/configmap.yaml (data.config.yml)',
+    'examples/kubernetes/fleet/configmap.yaml (data.config.yml)',
   ]) {
     assert.ok(labels.includes(expected), `${expected} is not found as a keygate config (found: ${labels.join(', ')})`);
   }
@@ -414,7 +415,7 @@ function portOf(c: Container, port: string | number): number | undefined {
 test('the Kubernetes Deployments mount the config folder from a ConfigMap and probe /readyz and /healthz on the admin port', async () => {
   const configMap = manifests('configmap.yaml')[0] as { kind: string; metadata: { name: string } };
   assert.equal(configMap.kind, 'ConfigMap');
-  for (const file of ['deployment.yaml', 'deployment-init-container.yaml']) {
+  for (const file of ['deployment.yaml', 'deployment-init-container.yaml', 'fleet/deployment.yaml']) {
     const d = manifests(file)[0] as unknown as Deployment;
     assert.equal(d.kind, 'Deployment', file);
     const pod = d.spec.template.spec;
@@ -437,8 +438,18 @@ test('the Kubernetes Deployments mount the config folder from a ConfigMap and pr
     const r = await runCli(['serve', ...serveArgs, '--help']);
     assert.equal(r.code, 0, `${file}: ${shown(r)}`);
   }
-  const kustomization = parseYaml(read('examples/kubernetes/kustomization.yaml')) as { resources: string[] };
-  for (const r of kustomization.resources) assert.ok(existsSync(at('examples/kubernetes', r)), r);
+  for (const dir of ['examples/kubernetes', 'examples/kubernetes/fleet']) {
+    const kustomization = parseYaml(read(dir, 'kustomization.yaml')) as { resources: string[] };
+    for (const r of kustomization.resources) assert.ok(existsSync(at(dir, r)), `${dir}: ${r}`);
+  }
+  // The fleet: several replicas, each taking the database from a Secret through keygate.database's template.
+  const fleet = manifests('fleet/deployment.yaml')[0] as unknown as { spec: { replicas: number } } & Deployment;
+  assert.ok(fleet.spec.replicas >= 2, 'the fleet runs several replicas');
+  const fleetEnv = ((fleet.spec.template.spec.containers[0] as unknown as { env?: Array<{ name: string; valueFrom?: { secretKeyRef?: unknown } }> }).env ?? []);
+  assert.ok(fleetEnv.some((e) => e.name === 'DATABASE_URL' && e.valueFrom?.secretKeyRef !== undefined), 'DATABASE_URL comes from a Secret');
+  assert.ok(!fleetEnv.some((e) => e.name === 'KEYGATE_DB'), 'no KEYGATE_DB: it would win over keygate.database');
+  const fleetConfig = parseYaml((manifests('fleet/configmap.yaml')[0] as { data: Record<string, string> }).data['config.yml'] as string) as { config: { keygate: { database: string } } };
+  assert.equal(fleetConfig.config.keygate.database, '{{env DATABASE_URL}}');
 });
 
 test('the Kubernetes init container\'s keygate apply applies the ConfigMap\'s config', async (t) => {

@@ -60,6 +60,8 @@ export class ControlPlane {
   private closed = false;
   private api: ((a: ApiArgs) => Promise<ApiReply>) | null = null;
   private storeWatch: { close(): void } | null = null;
+  /** A feed poll queued and not yet started. */
+  private pollWaiting: Promise<void> | null = null;
   private readonly log: Log;
   private readonly now: () => Date;
 
@@ -196,7 +198,11 @@ export class ControlPlane {
   /** Looks for writes made elsewhere (the feed moved) and publishes them. Called on a timer and on notifications. */
   pollFeed(): Promise<void> {
     if (this.store === null || this.closed) return Promise.resolve();
-    return this.serial(async () => {
+    // One poll waiting is enough: while the store is slow to answer (a lost connection waiting for its
+    // timeout), the timer's and the notifications' polls must not pile up behind it.
+    if (this.pollWaiting !== null) return this.pollWaiting;
+    const poll = this.serial(async () => {
+      this.pollWaiting = null;
       const store = this.store;
       if (store === null || this.closed) return;
       try {
@@ -207,6 +213,8 @@ export class ControlPlane {
         this.noteHealth({ reachable: false, error: (err as Error).message });
       }
     });
+    this.pollWaiting = poll;
+    return poll;
   }
 
   private noteHealth(h: StoreHealth): void {

@@ -494,8 +494,12 @@ export class Daemon {
   }
 
   private onStoreHealth(h: StoreHealth): void {
+    const back = h.reachable && !this.storeHealth.reachable;
     this.storeHealth = h;
     this.metrics.storeReachable.set(h.reachable ? 1 : 0);
+    // An edit that waited for the database is applied now, not at the end of its retry back-off
+    // (a no-op, by hash, when the file is the applied one).
+    if (back) this.event({ type: 'changed', trigger: 'database-reachable' });
   }
 
   /** Forces a reload (SIGHUP), or asks for one as a file event would; resolves once the daemon is idle again. */

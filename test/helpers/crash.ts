@@ -1,9 +1,10 @@
 /**
  * Crash safety of `apply`: a child process applying a large file is SIGKILLed
- * at chosen moments; after each kill the database must open, pass
- * `PRAGMA integrity_check`, and hold exactly the old state or exactly the new
- * one. Shared by the fast suite (a few runs) and the soak suite (many runs,
- * and the real CLI too).
+ * at chosen moments; after each kill the database must open, pass its
+ * integrity checks (SQLite's `PRAGMA integrity_check`; PostgreSQL's foreign
+ * keys, checked again by hand), and hold exactly the old state or exactly the
+ * new one. Shared by the fast suite (a few runs), the PostgreSQL suite, and
+ * the soak suite (many runs, and the real CLI too).
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,6 +15,7 @@ import type { TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { loadConfigFile } from '../../src/config/load.ts';
 import type { DesiredState } from '../../src/config/types.ts';
+import { openStore } from '../../src/store/open.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { BIN, REPO } from './cli.ts';
 import { tempDir } from './tmp.ts';
@@ -72,6 +74,54 @@ export interface DbCheck {
   keyCount: number;
   revisions: number;
   lastSha: string | null;
+}
+
+/** The database a crash series applies to: where it is (as `--db` takes it), and how to check it. */
+export interface CrashTarget {
+  location: string;
+  /** Checks the database as a fresh process would find it, and reads its state. */
+  inspect(): Promise<DbCheck>;
+}
+
+/** A SQLite file: integrity_check and foreign_key_check, then keygate's own open (migrations, pragmas). */
+export function sqliteTarget(dbFile: string): CrashTarget {
+  return {
+    location: dbFile,
+    inspect: async () => {
+      const c = inspectDatabase(dbFile);
+      await openSqliteStore(dbFile).close();
+      return c;
+    },
+  };
+}
+
+/** Queries on a PostgreSQL database, as a test's admin user. */
+export type SqlQuery = <R extends Record<string, unknown>>(sql: string, values?: unknown[]) => Promise<R[]>;
+
+/** A PostgreSQL database: no key without its group, then keygate's own open (migrations) on what is left. */
+export function postgresTarget(url: string, query: SqlQuery): CrashTarget {
+  return {
+    location: url,
+    inspect: async () => {
+      const [orphans] = await query<{ n: number }>('SELECT count(*)::int AS n FROM keygate.api_keys k WHERE NOT EXISTS (SELECT 1 FROM keygate.groups g WHERE g.id = k.group_id)');
+      assert.equal(orphans?.n, 0, 'keys whose group does not exist');
+      const rows = await query<{ name: string; digest: string; grp: string; description: string | null }>(
+        'SELECT k.name, k.digest, g.name AS grp, k.description FROM keygate.api_keys k JOIN keygate.groups g ON g.id = k.group_id',
+      );
+      const groups = await query<{ name: string; description: string | null; allow: string | null }>('SELECT name, description, allow FROM keygate.groups WHERE NOT builtin');
+      const [rev] = await query<{ n: number; last: number | null }>('SELECT count(*)::int AS n, max(number)::int AS last FROM keygate.revisions');
+      const [sha] = await query<{ config_sha256: string }>('SELECT config_sha256 FROM keygate.revisions ORDER BY number DESC LIMIT 1');
+      await (await openStore(url)).close();
+      return {
+        integrity: 'ok',
+        keys: fingerprint(rows.map((r) => `${r.name}\t${r.digest}\t${r.grp}\t${r.description ?? ''}`)),
+        groups: fingerprint(groups.map((g) => `${g.name}\t${g.description ?? ''}\t${g.allow ?? ''}`)),
+        keyCount: rows.length,
+        revisions: rev?.n ?? 0,
+        lastSha: sha?.config_sha256 ?? null,
+      };
+    },
+  };
 }
 
 /** Opens the database as a fresh process would (recovering the WAL), checks it and reads its state. */
@@ -160,6 +210,8 @@ export interface CrashOptions {
   /** Runs of the real CLI, `node bin/keygate.js apply` (cold start, killed at random moments). */
   cliRuns?: number;
   log?: (line: string) => void;
+  /** The database (default: a SQLite file in a temp folder). */
+  target?: CrashTarget;
 }
 
 /** Stratified random moments in [0, span): one per slice, shuffled, so the whole window is covered. */
@@ -188,19 +240,19 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
     expected[v] = desiredFingerprint(r.desired);
   }
   assert.notEqual(expected.old.keys, expected.new.keys);
-  const dbFile = tmp.path('keygate.db');
+  const targetDb = opts.target ?? sqliteTarget(tmp.path('keygate.db'));
+  const dbFile = targetDb.location;
   const children = new Set<ChildProcess>();
   t.after(() => {
     for (const c of children) c.kill('SIGKILL');
   });
 
   let last: DbCheck | null = null;
-  const check = (label: string, before: DbCheck | null, target: Version, from: Version): Version => {
-    const c = inspectDatabase(dbFile);
+  const check = async (label: string, before: DbCheck | null, target: Version, from: Version): Promise<Version> => {
+    // keygate's own open (migrations, pragmas) works on what the crash left.
+    const c = await targetDb.inspect();
     last = c;
     assert.equal(c.integrity, 'ok', `${label}: integrity_check`);
-    // keygate's own open (migrations, pragmas) works on what the crash left.
-    void openSqliteStore(dbFile).close();
     const matches = (['old', 'new'] as const).filter((v) => c.keys === expected[v].keys && c.groups === expected[v].groups);
     assert.equal(
       matches.length,
@@ -236,11 +288,11 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
     return ms;
   };
   await runToEnd('old');
-  let state = check('set-up', null, 'old', 'old');
+  let state = await check('set-up', null, 'old', 'old');
   assert.equal(state, 'old');
   let before = last as DbCheck | null;
   const estimateMs = await runToEnd('new');
-  state = check('calibration', before, 'new', 'old');
+  state = await check('calibration', before, 'new', 'old');
   assert.equal(state, 'new');
   log(`apply of ${opts.keys} keys (old → new) took ${estimateMs.toFixed(0)} ms; killing at moments spread over ${(estimateMs * 1.15).toFixed(0)} ms`);
 
@@ -269,7 +321,7 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
     refill();
     const from: Version = state;
     const checkStart = performance.now();
-    state = check(`run ${i + 1} (${from} → ${target}, killed after ${delay.toFixed(0)} ms)`, before, target, from);
+    state = await check(`run ${i + 1} (${from} → ${target}, killed after ${delay.toFixed(0)} ms)`, before, target, from);
     if (doneMs !== null) estimate = (estimate + doneMs) / 2;
     else if (state === from && delay > 0.8 * estimate) estimate *= 1.25;
     summary.runs++;
@@ -294,7 +346,7 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
     const full = cli(target0);
     assert.equal(await full.exited, 0, 'a full CLI apply');
     const cliMs = performance.now() - startedAt;
-    state = check('CLI calibration', before, target0, state);
+    state = await check('CLI calibration', before, target0, state);
     log(`keygate apply (CLI, cold) took ${cliMs.toFixed(0)} ms`);
     const cliDelays = stratified(cliRuns, cliMs * 1.1);
     for (let i = 0; i < cliRuns; i++) {
@@ -307,7 +359,7 @@ export async function crashSeries(t: TestContext, opts: CrashOptions): Promise<C
       run.child.kill('SIGKILL');
       await run.exited;
       const from: Version = state;
-      state = check(`CLI run ${i + 1} (${from} → ${target}, killed after ${delay.toFixed(0)} ms)`, before, target, from);
+      state = await check(`CLI run ${i + 1} (${from} → ${target}, killed after ${delay.toFixed(0)} ms)`, before, target, from);
       summary.cliRuns++;
       log(`CLI run ${i + 1}: ${from} → ${target}, SIGKILL after ${delay.toFixed(0)} ms${midway ? '' : ' (had exited)'}: ${state === from ? 'old' : 'new'} state`);
     }
