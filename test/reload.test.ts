@@ -539,19 +539,18 @@ test('a reload that fails changes nothing, is reported, and the next valid file 
 
     // More events and a SIGHUP, each waited for: the same failure again, not logged again.
     assert.ok(await eventually(() => logLines(kg, RELOAD_FAILED).length > logs0, HANG_GUARD_MS), `${what}: the failure was not logged`);
-    const attempts = async (more: number, why: string): Promise<void> => {
-      const want = (await reloadCounts(kg)).failure + more;
+    /** Counts the failures so far, then does `cause`, and waits for one more reload attempt. */
+    const attempt = async (why: string, cause: () => void): Promise<void> => {
+      const want = (await reloadCounts(kg)).failure + 1;
+      cause();
       assert.ok(
         await eventually(async () => (await reloadCounts(kg)).failure >= want, HANG_GUARD_MS),
         `${what}: ${why} caused no reload attempt (${JSON.stringify(await reloadCounts(kg))})`,
       );
     };
-    writeFileSync(noise, `${what}\n`);
-    await attempts(1, 'an event in the folder');
-    kg.child.kill('SIGHUP');
-    await attempts(1, 'SIGHUP');
-    writeFileSync(noise, `${what} again\n`);
-    await attempts(1, 'another event');
+    await attempt('an event in the folder', () => writeFileSync(noise, `${what}\n`));
+    await attempt('SIGHUP', () => kg.child.kill('SIGHUP'));
+    await attempt('another event', () => writeFileSync(noise, `${what} again\n`));
     await assertState(kg, keepWorking, [newKey.key as string], `${what} (after more attempts)`);
     const lines = logLines(kg, RELOAD_FAILED).slice(logs0);
     assert.equal(lines.length, 1, `${what}: logged ${lines.length} times, want once:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
