@@ -140,3 +140,25 @@ test('the admin key\'s own use of the management API counts as its last use', as
   const seen = after.find((k) => k.name === 'admin')?.last_used_at ?? null;
   assert.ok(seen !== null && Date.parse(seen) >= before, `last_used_at of the admin key after it called the API: ${String(seen)}`);
 });
+
+test('a control plane replaced after every answer (to give memory back) resumes from the table\'s position: nothing is lost or applied twice', async (t) => {
+  const dir = tempConfig(t, config(3));
+  const updates: Array<FromControl['t']> = [];
+  // Replaced after every answer: every call below meets a fresh control plane that resumed.
+  const client = new ControlClient({ logger: pino({ level: 'silent' }), feedPollMs: 50, recycleHeapBytes: 1, onUpdate: (m) => updates.push(m.t) });
+  t.after(() => client.close());
+  assert.equal((await client.start({ file: dir.config, dbFlag: dir.db, env: {}, cwd: dir.dir })).kind, 'started');
+  const made: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await api(client, 'key.create', [], { name: `resumed ${i}`, group_id: 1 });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    made.push(r.json.unmasked_key as string);
+    for (const k of made) assert.equal(authenticate(client.table.current(), k, NOW()).ok, true, `key ${made.indexOf(k)} after ${i + 1} restarts`);
+  }
+  writeFileSync(dir.config, config(3).replace('kg_control_bulk_000002_abcdef', 'kg_control_bulk_after_restarts'));
+  assert.equal((await client.reconcile({ skipIfSha256: null })).kind, 'applied');
+  assert.equal(authenticate(client.table.current(), 'kg_control_bulk_after_restarts', NOW()).ok, true);
+  // Only the first table was whole: every restart went on from the position the table had.
+  assert.deepEqual(updates, ['table', 'delta', 'delta', 'delta', 'delta', 'delta']);
+  assert.deepEqual(client.table.counts(), { keys: 8, config: 4, api: 4, groups: 3 });
+});

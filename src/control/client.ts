@@ -71,6 +71,8 @@ export class ControlClient {
   private location: string | null = null;
   private closing = false;
   private restarting: Promise<void> | null = null;
+  private resumeTimer: NodeJS.Timeout | null = null;
+  private resumeFailures = 0;
   private heapBytes = 0;
   private readonly log: Logger;
 
@@ -169,13 +171,29 @@ export class ControlClient {
   private async resume(): Promise<void> {
     const args = this.startArgs;
     if (args === null || this.location === null || this.closing) return;
+    if (this.resumeTimer !== null) clearTimeout(this.resumeTimer);
+    this.resumeTimer = null;
     try {
       this.worker = this.spawn();
       const r = await this.send('start', { ...args, resume: { location: this.location, position: this.table.position } });
-      if (r.kind !== 'started') this.log.error({ error: r.kind === 'failed' ? r.error : 'invalid' }, 'control plane could not start again');
+      if (r.kind === 'started') {
+        this.resumeFailures = 0;
+        return;
+      }
+      this.log.error({ error: r.kind === 'failed' ? r.error : 'invalid' }, 'control plane could not start again');
     } catch (err) {
       this.log.error({ err: { message: (err as Error).message } }, 'control plane could not start again');
     }
+    // It could not open the store (PostgreSQL away?): try again after a growing wait. Meanwhile calls
+    // fail at once (management writes answer 503, reloads are retried) and the proxy serves what it has.
+    const w = this.worker;
+    this.worker = null;
+    await w?.terminate();
+    if (this.closing) return;
+    this.resumeFailures++;
+    const wait = Math.min(1000 * 2 ** (this.resumeFailures - 1), 30_000);
+    this.resumeTimer = setTimeout(() => void this.restart(), wait);
+    this.resumeTimer.unref();
   }
 
   /** Replaces an idle control plane whose heap grew large (after a big reconcile), so its memory is given back. */
@@ -220,6 +238,7 @@ export class ControlClient {
     if (this.closing) return;
     while (this.restarting !== null) await this.restarting;
     this.closing = true;
+    if (this.resumeTimer !== null) clearTimeout(this.resumeTimer);
     const w = this.worker;
     if (w === null) return;
     try {
