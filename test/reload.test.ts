@@ -284,7 +284,7 @@ test('every way the config file changes on disk is seen and enforced', async (t)
   let current: KeySpec[] = [base, { name: 'step-0', key: keyFor('watch step 0') }];
   let text = render(up.url, current, settings);
   writeFileSync(file, text);
-  const kg = await startServe(t, file, { args: ['--db', tmp.path('keygate.db')] });
+  const kg = await startServe(t, file, { args: ['--db', tmp.path('keygate.db')], env: { KEYGATE_LOG_LEVEL: 'debug' } });
 
   /** Adds key `step-n`, removes the oldest step key, writes the file with `how`, and waits until both are enforced. */
   const step = async (n: number, how: (file: string, text: string) => void, what: string): Promise<void> => {
@@ -419,7 +419,7 @@ test('every way the config file changes on disk is seen and enforced', async (t)
         const r = (await status(kg)).last_reload;
         return r !== null && r.trigger === 'SIGHUP' && r.result === 'success' && r.at !== at0;
       }, HANG_GUARD_MS),
-      `/status does not show the SIGHUP reload: ${JSON.stringify(await status(kg))}`,
+      `/status does not show the SIGHUP reload: ${JSON.stringify(await status(kg))}\n${kg.stderr().split('\n').filter((l) => /reload event|config applied|SIGHUP/.test(l)).slice(-30).join('\n')}`,
     );
     assert.equal(kg.child.exitCode, null, 'SIGHUP stopped the daemon');
   });

@@ -370,7 +370,11 @@ export class Daemon {
   /** Feeds the reload machine one event and carries out what it asks. */
   private event(e: ReloadEvent): void {
     if (this.machine === null) return;
-    for (const a of this.machine.handle(e, Date.now())) this.act(a);
+    const actions = this.machine.handle(e, Date.now());
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ event: e.type, ...('trigger' in e ? { trigger: e.trigger } : {}), actions: actions.map((a) => a.type) }, 'reload event');
+    }
+    for (const a of actions) this.act(a);
     if (this.machine.idle) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
