@@ -70,3 +70,39 @@ test('a read-only open refuses a missing file, and never creates one', async (t)
   await planned.close();
   assert.throws(() => statSync(file), { code: 'ENOENT' }, 'planning created the database');
 });
+
+test('processes opening the same new database file at the same moment migrate it once, and all of them open it', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const tmp = tempDir(t);
+  const file = tmp.path('raced.db');
+  const go = tmp.path('go');
+  const child = fileURLToPath(new URL('./fixtures/store-child.ts', import.meta.url));
+  let ready = 0;
+  let allReady!: () => void;
+  const readyAll = new Promise<void>((resolve) => (allReady = resolve));
+  const runs = Array.from(
+    { length: 6 },
+    (_, i) =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        const c = spawn(process.execPath, ['--import', 'tsx', child, 'insert', file, `racer${i}`, String(50_000 + i * 10), '1'], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, STORE_CHILD_GO: go },
+        });
+        let err = '';
+        c.stdout.on('data', (d: Buffer) => {
+          if (d.toString().includes('ready') && ++ready === 6) allReady();
+        });
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('exit', (code) => resolve({ code, err }));
+      }),
+  );
+  // Every child is loaded and waiting: they all open the new file at once.
+  await readyAll;
+  tmp.write('go', '');
+  const results = await Promise.all(runs);
+  assert.deepEqual(results.filter((r) => r.code !== 0).map((r) => r.err.split('\n').find((l) => l.includes('rror')) ?? r.err.slice(0, 200)), []);
+  const s = openSqliteStore(file);
+  t.after(() => s.close());
+  assert.equal(await s.countKeys(), 6);
+});

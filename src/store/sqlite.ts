@@ -281,8 +281,11 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): SqliteS
     }
     try {
       const migrate = db.transaction(() => {
-        for (let v = version; v < SCHEMA_VERSION; v++) (MIGRATIONS[v] as (db: DB) => void)(db);
-        db.pragma(`user_version = ${SCHEMA_VERSION}`);
+        // Read again under the write lock: another process opening the same new file at the same
+        // moment may have migrated it between our first look and now.
+        const now = db.pragma('user_version', { simple: true }) as number;
+        for (let v = now; v < SCHEMA_VERSION; v++) (MIGRATIONS[v] as (db: DB) => void)(db);
+        if (now < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
       });
       migrate.immediate();
     } catch (err) {
