@@ -547,6 +547,11 @@ export class Daemon {
       last_reload: m?.lastReload ?? null,
       keys: { total: c.keys, config: c.config, api: c.api },
       groups: c.groups,
+      // Moves on every write to keys or groups this process has taken in (a reconcile, a management
+      // call, another replica's write): the admin page reloads its lists when it moves.
+      changes: this.control?.table.position?.seq ?? null,
+      // The header keys are read from (not a secret): the admin page sends the admin key in it.
+      key_header: this.settings?.keyHeader ?? null,
       upstream: this.demo !== null ? 'demo' : (this.upstream?.origin ?? null),
       ...(this.workers !== null ? { workers: this.workers.status() } : {}),
     };
