@@ -272,7 +272,7 @@ export class Daemon {
       const hint = name === null ? 'one of your keys' : `the key of "${name}" in ${path.basename(file)}`;
       text +=
         `\nkeygate: no upstream is configured, so the built-in demo upstream answers. Try:\n` +
-        `  curl -H "x-api-key: $KEY" ${proxyUrl}/api/card/1   # KEY: ${hint}\n` +
+        `  curl -H "${this.settings.keyHeader}: $KEY" ${proxyUrl}/api/card/1   # KEY: ${hint}\n` +
         `  curl -i ${proxyUrl}/api/card/1                     # no key: 401\n`;
     }
     return text;
