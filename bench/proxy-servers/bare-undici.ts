@@ -1,15 +1,16 @@
 /**
  * Baseline 3: the fastest honest bare proxy we could write on undici, with no
  * authentication at all. One undici Pool (keep-alive, same pool settings as
- * keygate), requests dispatched with a raw handler (the lowest-overhead undici
- * API: no Readable, no promise per request; `pool.stream` and `pool.request`
- * were measured too and were slower, see bench/RESULTS.md), bodies streamed
+ * keygate), requests dispatched with a handler on undici's controller-based API,
+ * the one keygate uses (the lowest-overhead undici API: no Readable, no promise
+ * per request; `pool.stream` and `pool.request` were measured too and were
+ * slower, see bench/RESULTS.md), bodies streamed
  * both ways with backpressure, hop-by-hop headers dropped both ways, a client
  * that goes away aborts the upstream request, upstream failure → 502.
  *
  *   node --import tsx bench/proxy-servers/bare-undici.ts PORT UPSTREAM_URL [dispatch|stream|request]
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 
@@ -31,12 +32,12 @@ function requestHeaders(raw: string[]): string[] {
   return out;
 }
 
-function responseHeaders(raw: Buffer[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    if (HOP.has(name.toLowerCase())) continue;
-    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+function responseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name in headers) {
+    if (HOP.has(name)) continue;
+    const v = headers[name];
+    if (v !== undefined) out[name] = v;
   }
   return out;
 }
@@ -53,56 +54,50 @@ function fail(res: ServerResponse): void {
   }
 }
 
-function viaDispatch(req: IncomingMessage, res: ServerResponse): void {
-  let abort: ((err?: Error) => void) | null = null;
-  let gone = false;
-  // mode "dispatch-end": the first body chunk is held back, so that a one-chunk
-  // body goes out with res.end(chunk) (one write path through Node's http instead of two).
-  let held: Buffer | null = null;
-  let holdFirst = mode === 'dispatch-end';
-  res.once('close', () => {
-    if (!res.writableFinished) {
-      gone = true;
-      abort?.(new Error('client closed'));
+/** undici's controller-based dispatch handler (the API keygate uses), one small object per request. */
+class Forward implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  gone = false;
+
+  constructor(private readonly res: ServerResponse) {}
+
+  abort(): void {
+    this.gone = true;
+    this.controller?.abort(new Error('client closed'));
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.gone) controller.abort(new Error('client closed'));
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders, text?: string): void {
+    if (status < 200) return;
+    this.res.writeHead(status, text, responseHeaders(headers));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', () => controller.resume());
     }
+  }
+
+  onResponseEnd(): void {
+    this.res.end();
+  }
+
+  onResponseError(): void {
+    if (!this.gone) fail(this.res);
+  }
+}
+
+function viaDispatch(req: IncomingMessage, res: ServerResponse): void {
+  const handler = new Forward(res);
+  res.once('close', () => {
+    if (!res.writableFinished) handler.abort();
   });
-  const handler = {
-    onConnect(a: (err?: Error) => void) {
-      abort = a;
-      if (gone) a(new Error('client closed'));
-    },
-    onHeaders(status: number, raw: Buffer[], resume: () => void, text: string) {
-      if (status < 200) return true;
-      res.writeHead(status, text, responseHeaders(raw));
-      res.on('drain', resume);
-      return true;
-    },
-    onData(chunk: Buffer) {
-      if (holdFirst) {
-        if (held === null) {
-          held = chunk;
-          return true;
-        }
-        res.write(held);
-        held = null;
-        holdFirst = false;
-      }
-      return res.write(chunk);
-    },
-    onComplete() {
-      if (held !== null) res.end(held);
-      else res.end();
-    },
-    onError() {
-      held = null;
-      if (!gone) fail(res);
-    },
-    onUpgrade() {},
-  };
-  pool.dispatch(
-    { path: req.url ?? '/', method: req.method ?? 'GET', headers: requestHeaders(req.rawHeaders), body: hasBody(req) ? req : null },
-    handler as unknown as Dispatcher.DispatchHandler,
-  );
+  pool.dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: requestHeaders(req.rawHeaders), body: hasBody(req) ? req : null }, handler);
 }
 
 function viaStream(req: IncomingMessage, res: ServerResponse): void {
