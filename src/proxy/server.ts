@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import { secureOptions, type TlsMaterial } from '../tls.ts';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -101,6 +102,26 @@ interface Forwarded {
   start: number;
 }
 
+/** A connection's last admitted request line, and what it was admitted as (see `check`). */
+interface RouteMemo {
+  url: string;
+  method: string;
+  principal: Principal;
+  groupRules: Principal['groupRules'];
+  keyRules: Principal['keyRules'];
+  basePath: string;
+  target: string;
+}
+
+/** What keygate adds to a connection's requests, as last built (see `headersFor`). */
+interface HeaderTail {
+  identity: readonly string[];
+  host: string | undefined;
+  via: string | undefined;
+  gen: number;
+  tail: readonly string[];
+}
+
 type Checked =
   | { ok: true; principal: Principal; target: string }
   | { ok: false; status: number; code: ErrorCode; outcome: Outcome; principal: Principal | null; extra?: Record<string, string> };
@@ -115,6 +136,8 @@ export class ProxyServer {
   private basePath: string;
   private throttle: FailedAuthThrottle;
   private trusted;
+  /** Changes when the trusted-proxy list does (a reload): what connections remember of it is stale then. */
+  private trustGen = 0;
   private readonly log: Logger;
   /** One line per request, buffered and written in batches (access-log.ts). */
   private readonly accessLog: AccessLog;
@@ -179,6 +202,8 @@ export class ProxyServer {
       this.throttle = new FailedAuthThrottle(config.failedAuthPerMinute);
     }
     this.trusted = trustedProxyList(config.trustedProxies);
+    // Headers and trust kept on open connections were built with the old list: build them again.
+    this.trustGen++;
     this.basePath = config.upstream.pathname.replace(/\/+$/, '');
     this.config = config;
   }
@@ -246,26 +271,58 @@ export class ProxyServer {
       return { ok: false, status, code, outcome: status === 400 ? 'bad_request' : 'unauthenticated', principal: null };
     }
     const p = auth.principal;
-    const norm = normalizeTarget(req.url ?? '');
+    const url = req.url ?? '';
+    const method = req.method ?? 'GET';
+    // The same request line again on a kept-alive connection, with the same key and rules: the
+    // normalised path and the rules' answer are those of last time.
+    const socket = req.socket as Socket & { keygateRoute?: RouteMemo };
+    const r = socket.keygateRoute;
+    if (r !== undefined && r.url === url && r.method === method && r.principal === p && r.groupRules === p.groupRules && r.keyRules === p.keyRules && r.basePath === this.basePath) {
+      this.opts.touch(p.id, now);
+      return { ok: true, principal: p, target: r.target };
+    }
+    const norm = normalizeTarget(url);
     if (!norm.ok) {
       if (norm.tooLong === true) return { ok: false, status: 414, code: 'uri_too_long', outcome: 'bad_request', principal: p };
       return { ok: false, status: 400, code: 'bad_request', outcome: 'bad_request', principal: p };
     }
-    const method = req.method ?? 'GET';
     if (!rulesAllow(p.groupRules, method, norm.segments) || !rulesAllow(p.keyRules, method, norm.segments)) {
       return { ok: false, status: 403, code: 'forbidden', outcome: 'forbidden', principal: p };
     }
     this.opts.touch(p.id, now);
-    return { ok: true, principal: p, target: this.basePath + norm.path + norm.query };
+    const target = this.basePath + norm.path + norm.query;
+    socket.keygateRoute = { url, method, principal: p, groupRules: p.groupRules, keyRules: p.keyRules, basePath: this.basePath, target };
+    return { ok: true, principal: p, target };
   }
 
   private readHead(req: IncomingMessage): RequestHead {
     return readRequestHead(req.rawHeaders, { keyHeader: this.config.keyHeader, forwardKey: this.config.forwardKey });
   }
 
+  /**
+   * The headers sent upstream. What keygate adds (identity, x-forwarded-*, forwarded, via) depends on
+   * the key, the peer, its Host and Via, and the trusted-proxy list: on a kept-alive connection from
+   * a peer that is not a trusted proxy it is the same request after request, so it is built once and
+   * kept on the socket (as the key check is).
+   */
   private headersFor(req: IncomingMessage, head: RequestHead, p: Principal): string[] {
-    const peer = req.socket.remoteAddress ?? '';
-    return upstreamHeaders(head, identityOf(p), peer, isTrusted(this.trusted, peer), this.via, this.proto);
+    const socket = req.socket as Socket & { keygateTrusted?: { gen: number; trusted: boolean }; keygateTail?: HeaderTail };
+    const peer = socket.remoteAddress ?? '';
+    let t = socket.keygateTrusted;
+    if (t === undefined || t.gen !== this.trustGen) socket.keygateTrusted = t = { gen: this.trustGen, trusted: isTrusted(this.trusted, peer) };
+    const identity = identityOf(p);
+    // A trusted proxy's own x-forwarded-* and forwarded values are kept and appended to: nothing to reuse.
+    if (t.trusted) return upstreamHeaders(head, identity, peer, true, this.via, this.proto);
+    const out = head.forward;
+    const c = socket.keygateTail;
+    if (c !== undefined && c.identity === identity && c.host === head.host && c.via === head.via && c.gen === this.trustGen) {
+      for (let i = 0; i < c.tail.length; i++) out.push(c.tail[i] as string);
+      return out;
+    }
+    const start = out.length;
+    upstreamHeaders(head, identity, peer, false, this.via, this.proto);
+    socket.keygateTail = { identity, host: head.host, via: head.via, gen: this.trustGen, tail: out.slice(start) };
+    return out;
   }
 
   /**
