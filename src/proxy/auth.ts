@@ -1,5 +1,4 @@
-import { digestKey } from '../keys/material.ts';
-import type { KeySnapshot, Principal } from './snapshot.ts';
+import { tableKeyOf, type KeySnapshot, type Principal } from './snapshot.ts';
 
 export type AuthFailure = 'missing' | 'duplicate' | 'invalid' | 'expired' | 'disabled';
 export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: AuthFailure };
@@ -12,7 +11,7 @@ export type AuthResult = { ok: true; principal: Principal } | { ok: false; reaso
 export function authenticate(snapshot: KeySnapshot, value: string | undefined, nowMs: number): AuthResult {
   if (value === undefined || value === '') return { ok: false, reason: 'missing' };
   if (value.includes(', ')) return { ok: false, reason: 'duplicate' };
-  const principal = snapshot.keys.get(digestKey(value));
+  const principal = snapshot.keys.get(tableKeyOf(value));
   if (principal === undefined) return { ok: false, reason: 'invalid' };
   return admit(principal, nowMs);
 }

@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 /**
  * The proxy's read-only view of the keys: a map from key digest to principal.
  * The control plane builds what goes in it and sends it here; this side only
@@ -17,22 +18,51 @@ import { identityHeaders } from './headers.ts';
 
 export type { SnapshotGroup, SnapshotKey } from '../store/types.ts';
 
-export interface Principal {
+/** A group as the table holds it: one object per group, shared by its keys, changed in place. */
+export interface GroupEntry {
   id: number;
   name: string;
-  group: string;
-  /** Members of the admin group may call every route and the management API. */
-  admin: boolean;
-  disabled: boolean;
-  /** Epoch milliseconds, or null for no expiry. */
-  expiresAtMs: number | null;
-  groupRules: CompiledRules;
-  keyRules: CompiledRules;
+  rules: CompiledRules;
+}
+
+/**
+ * A key as the proxy sees it. Its group is a shared entry, so that a change of
+ * the group's rules is one assignment whatever the number of its keys; the
+ * group's name, rules and admin flag are read through it.
+ */
+export class Principal {
   /** x-api-key-id / -name / -group, ready to send: built on the key's first forwarded request (see `identityOf`). */
-  identity: readonly string[] | null;
-  readonly digest: string;
-  groupId: number;
-  readonly source: Source;
+  identity: readonly string[] | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    public entry: GroupEntry,
+    readonly disabled: boolean,
+    /** Epoch milliseconds, or null for no expiry. */
+    readonly expiresAtMs: number | null,
+    readonly keyRules: CompiledRules,
+    /** The table's key for it: the SHA-256 of the key, as 32 raw bytes in a latin1 string (see `tableKey`). */
+    readonly digest: string,
+    readonly source: Source,
+  ) {}
+
+  get group(): string {
+    return this.entry.name;
+  }
+
+  /** Members of the admin group may call every route and the management API. */
+  get admin(): boolean {
+    return this.entry.name === ADMIN_GROUP_NAME;
+  }
+
+  get groupRules(): CompiledRules {
+    return this.entry.rules;
+  }
+
+  get groupId(): number {
+    return this.entry.id;
+  }
 }
 
 /**
@@ -42,6 +72,21 @@ export interface Principal {
  */
 export function identityOf(p: Principal): readonly string[] {
   return (p.identity ??= identityHeaders({ id: p.id, name: p.name, group: p.group }));
+}
+
+/**
+ * The table's key for a key: its SHA-256 as 32 raw bytes in a latin1 string,
+ * half the memory of the 64-character hex digest the store holds (100,000
+ * keys: about 5 MB less) and quicker to hash in the map.
+ */
+export function tableKey(hexDigest: string): string {
+  return Buffer.from(hexDigest, 'hex').toString('latin1');
+}
+
+/** `tableKey` of a presented key, computed straight from it (Node's types leave out the latin1 output its one-shot hash accepts). */
+const rawHash = hash as unknown as (algorithm: string, data: string, outputEncoding: 'latin1') => string;
+export function tableKeyOf(presented: string): string {
+  return rawHash('sha256', presented, 'latin1');
 }
 
 export interface KeySnapshot {
@@ -63,33 +108,29 @@ export const ADMIN_GROUP_NAME = 'admin';
 
 let generations = 0;
 
-interface GroupEntry {
-  name: string;
-  rules: CompiledRules;
-}
-
 /** A key whose group is unknown admits nothing: fail closed. */
 const NO_ROUTES: CompiledRules = [];
 
 function groupEntry(g: SnapshotGroup): GroupEntry {
-  return { name: g.name, rules: g.name === ADMIN_GROUP_NAME ? null : compileRules(g.allow) };
+  return { id: g.id, name: g.name, rules: g.name === ADMIN_GROUP_NAME ? null : compileRules(g.allow) };
+}
+
+/** The entry of a group the table does not know (yet, or any more): no name, no routes. */
+function unknownGroup(id: number): GroupEntry {
+  return { id, name: '?', rules: NO_ROUTES };
 }
 
 function principal(k: SnapshotKey, g: GroupEntry | undefined): Principal {
-  return {
-    id: k.id,
-    name: k.name,
-    group: g?.name ?? '?',
-    identity: null,
-    admin: g?.name === ADMIN_GROUP_NAME,
-    disabled: k.disabled,
-    expiresAtMs: k.expiresAt === null ? null : Date.parse(k.expiresAt),
-    groupRules: g === undefined ? NO_ROUTES : g.rules,
-    keyRules: compileRules(k.allow),
-    digest: k.digest,
-    groupId: k.groupId,
-    source: k.source,
-  };
+  return new Principal(
+    k.id,
+    k.name,
+    g ?? unknownGroup(k.groupId),
+    k.disabled,
+    k.expiresAt === null ? null : Date.parse(k.expiresAt),
+    compileRules(k.allow),
+    tableKey(k.digest),
+    k.source,
+  );
 }
 
 export interface TableCounts {
@@ -128,7 +169,7 @@ export class TableBuilder {
         if (s.byDigest.get(old.digest) === old) s.byDigest.delete(old.digest);
         s.counts[old.source]--;
       }
-      s.byDigest.set(k.digest, p);
+      s.byDigest.set(p.digest, p);
       s.byId.set(k.id, p);
       s.counts[k.source]++;
     }
@@ -175,19 +216,15 @@ export class KeyTable {
       const next = groupEntry(g);
       if (old === undefined) {
         s.groups.set(g.id, next);
+        // Keys that came before their group (a group made again with its old id) join it.
+        for (const p of s.byId.values()) if (p.entry.id === g.id && p.entry !== next) p.entry = next;
         continue;
       }
+      // The group's keys share its entry: its new rules and name apply to all of them at once.
       const renamed = old.name !== next.name;
       old.name = next.name;
       old.rules = next.rules;
-      // The group's keys follow it (a rare change: a scan of the keys, no allocation per key).
-      for (const p of s.byId.values()) {
-        if (p.groupId !== g.id) continue;
-        p.group = old.name;
-        p.admin = old.name === ADMIN_GROUP_NAME;
-        p.groupRules = old.rules;
-        if (renamed) p.identity = null;
-      }
+      if (renamed) for (const p of s.byId.values()) if (p.entry === old) p.identity = null;
     }
     for (const id of d.deletedKeys) {
       const old = s.byId.get(id);
@@ -204,19 +241,17 @@ export class KeyTable {
       }
       const p = principal(k, s.groups.get(k.groupId));
       s.byId.set(k.id, p);
-      s.byDigest.set(k.digest, p);
+      s.byDigest.set(p.digest, p);
       s.counts[k.source]++;
     }
     for (const id of d.deletedGroups) {
-      if (!s.groups.delete(id)) continue;
+      const g = s.groups.get(id);
+      if (g === undefined) continue;
+      s.groups.delete(id);
       // Keys still in a deleted group (the store moves them first): admit nothing.
-      for (const p of s.byId.values()) {
-        if (p.groupId !== id) continue;
-        p.group = '?';
-        p.admin = false;
-        p.groupRules = NO_ROUTES;
-        p.identity = null;
-      }
+      g.name = '?';
+      g.rules = NO_ROUTES;
+      for (const p of s.byId.values()) if (p.entry === g) p.identity = null;
     }
     this.position = d.position;
     this.bump();
