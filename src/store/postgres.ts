@@ -24,9 +24,22 @@ import os from 'node:os';
 import pg from 'pg';
 import { BUILTIN_GROUPS } from '../config/types.ts';
 import { KeygateError, StoreConflictError } from '../errors.ts';
-import type { AllowRule } from '../rules/match.ts';
 import { displayLocation, type OpenStoreOptions } from './open.ts';
 import { openSqliteStore, TOMBSTONE_POSITIONS_KEPT } from './sqlite.ts';
+import {
+  groupFromRow,
+  json,
+  keyFromRow,
+  revisionFromRow,
+  snapshotGroup,
+  snapshotKey,
+  SNAPSHOT_GROUP_COLUMNS,
+  SNAPSHOT_KEY_COLUMNS,
+  type RawGroup,
+  type RawKey,
+  type RawRevision,
+  type RawSnapshotGroup,
+} from './rows.ts';
 import type {
   ActualState,
   ChangeSet,
@@ -40,8 +53,6 @@ import type {
   NewKey,
   NewRevision,
   RevisionRow,
-  SnapshotGroup,
-  SnapshotKey,
   Store,
   StoreInfo,
   StoreReads,
@@ -266,112 +277,8 @@ class PgTranslator {
   }
 }
 
-interface RawGroup {
-  id: number;
-  name: string;
-  description: string | null;
-  allow: string | null;
-  source: 'config' | 'api';
-  builtin: boolean;
-  created_at: string;
-  updated_at: string;
-}
-
-interface RawKey {
-  id: number;
-  name: string;
-  digest: string;
-  prefix: string | null;
-  group_id: number;
-  source: 'config' | 'api';
-  description: string | null;
-  creator: string | null;
-  expires_at: string | null;
-  disabled: boolean;
-  allow: string | null;
-  created_at: string;
-  updated_at: string;
-  updated_by: string | null;
-  last_used_at: string | null;
-}
-
-interface RawRevision {
-  number: number;
-  config_sha256: string;
-  config_file: string;
-  applied_at: string;
-  created: number;
-  updated: number;
-  deleted: number;
-}
-
-const parseAllow = (s: string | null): AllowRule[] | null => (s === null ? null : (JSON.parse(s) as AllowRule[]));
-const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
-
-function groupFromRow(r: RawGroup): GroupRow {
-  return {
-    id: r.id,
-    name: r.name,
-    description: r.description,
-    allow: parseAllow(r.allow),
-    source: r.source,
-    builtin: r.builtin,
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  };
-}
-
-function keyFromRow(r: RawKey): KeyRow {
-  return {
-    id: r.id,
-    name: r.name,
-    digest: r.digest,
-    prefix: r.prefix,
-    groupId: r.group_id,
-    source: r.source,
-    description: r.description,
-    creator: r.creator,
-    expiresAt: r.expires_at,
-    disabled: r.disabled,
-    allow: parseAllow(r.allow),
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-    updatedBy: r.updated_by,
-    lastUsedAt: r.last_used_at,
-  };
-}
-
-function revisionFromRow(r: RawRevision): RevisionRow {
-  return {
-    number: r.number,
-    configSha256: r.config_sha256,
-    configFile: r.config_file,
-    appliedAt: r.applied_at,
-    created: r.created,
-    updated: r.updated,
-    deleted: r.deleted,
-  };
-}
-
-const SNAPSHOT_GROUP = 'SELECT id, name, allow FROM keygate.groups';
-const SNAPSHOT_KEY = 'SELECT id, name, digest, group_id, disabled, expires_at, allow, source FROM keygate.api_keys';
-
-function snapshotGroup(r: { id: number; name: string; allow: string | null }): SnapshotGroup {
-  return { id: r.id, name: r.name, allow: parseAllow(r.allow) };
-}
-
-function snapshotKey(r: Pick<RawKey, 'id' | 'name' | 'digest' | 'group_id' | 'disabled' | 'expires_at' | 'allow' | 'source'>): SnapshotKey {
-  return {
-    id: r.id,
-    name: r.name,
-    digest: r.digest,
-    groupId: r.group_id,
-    disabled: r.disabled,
-    expiresAt: r.expires_at,
-    allow: parseAllow(r.allow),
-    source: r.source,
-  };
-}
+const SNAPSHOT_GROUP = `SELECT ${SNAPSHOT_GROUP_COLUMNS} FROM keygate.groups`;
+const SNAPSHOT_KEY = `SELECT ${SNAPSHOT_KEY_COLUMNS} FROM keygate.api_keys`;
 
 function* slices<T>(rows: readonly T[]): Generator<readonly T[]> {
   for (let i = 0; i < rows.length; i += SLICE_ROWS) yield rows.slice(i, i + SLICE_ROWS);

@@ -10,7 +10,20 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BUILTIN_GROUPS } from '../config/types.ts';
 import { KeygateError, StoreConflictError } from '../errors.ts';
-import type { AllowRule } from '../rules/match.ts';
+import {
+  groupFromRow,
+  json,
+  keyFromRow,
+  revisionFromRow,
+  snapshotGroup,
+  snapshotKey,
+  SNAPSHOT_GROUP_COLUMNS,
+  SNAPSHOT_KEY_COLUMNS,
+  type RawGroup,
+  type RawKey,
+  type RawRevision,
+  type RawSnapshotGroup,
+} from './rows.ts';
 import type {
   ActualState,
   ChangeSet,
@@ -24,8 +37,6 @@ import type {
   NewKey,
   NewRevision,
   RevisionRow,
-  SnapshotGroup,
-  SnapshotKey,
   Store,
   StoreInfo,
   StoreReads,
@@ -123,112 +134,8 @@ export interface SqliteOptions {
   tombstonesKept?: number;
 }
 
-interface RawGroup {
-  id: number;
-  name: string;
-  description: string | null;
-  allow: string | null;
-  source: 'config' | 'api';
-  builtin: number;
-  created_at: string;
-  updated_at: string;
-}
-
-interface RawKey {
-  id: number;
-  name: string;
-  digest: string;
-  prefix: string | null;
-  group_id: number;
-  source: 'config' | 'api';
-  description: string | null;
-  creator: string | null;
-  expires_at: string | null;
-  disabled: number;
-  allow: string | null;
-  created_at: string;
-  updated_at: string;
-  updated_by: string | null;
-  last_used_at: string | null;
-}
-
-interface RawRevision {
-  number: number;
-  config_sha256: string;
-  config_file: string;
-  applied_at: string;
-  created: number;
-  updated: number;
-  deleted: number;
-}
-
-const parseAllow = (s: string | null): AllowRule[] | null => (s === null ? null : (JSON.parse(s) as AllowRule[]));
-const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
-
-function groupFromRow(r: RawGroup): GroupRow {
-  return {
-    id: r.id,
-    name: r.name,
-    description: r.description,
-    allow: parseAllow(r.allow),
-    source: r.source,
-    builtin: r.builtin === 1,
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  };
-}
-
-function keyFromRow(r: RawKey): KeyRow {
-  return {
-    id: r.id,
-    name: r.name,
-    digest: r.digest,
-    prefix: r.prefix,
-    groupId: r.group_id,
-    source: r.source,
-    description: r.description,
-    creator: r.creator,
-    expiresAt: r.expires_at,
-    disabled: r.disabled === 1,
-    allow: parseAllow(r.allow),
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-    updatedBy: r.updated_by,
-    lastUsedAt: r.last_used_at,
-  };
-}
-
-function revisionFromRow(r: RawRevision): RevisionRow {
-  return {
-    number: r.number,
-    configSha256: r.config_sha256,
-    configFile: r.config_file,
-    appliedAt: r.applied_at,
-    created: r.created,
-    updated: r.updated,
-    deleted: r.deleted,
-  };
-}
-
-const SNAPSHOT_GROUP = 'SELECT id, name, allow FROM groups';
-const SNAPSHOT_KEY = 'SELECT id, name, digest, group_id, disabled, expires_at, allow, source FROM api_keys';
-
-function snapshotGroup(r: { id: number; name: string; allow: string | null }): SnapshotGroup {
-  return { id: r.id, name: r.name, allow: parseAllow(r.allow) };
-}
-
-function snapshotKey(r: Pick<RawKey, 'id' | 'name' | 'digest' | 'group_id' | 'disabled' | 'expires_at' | 'allow' | 'source'>): SnapshotKey {
-  return {
-    id: r.id,
-    name: r.name,
-    digest: r.digest,
-    groupId: r.group_id,
-    disabled: r.disabled === 1,
-    expiresAt: r.expires_at,
-    allow: parseAllow(r.allow),
-    source: r.source,
-  };
-}
+const SNAPSHOT_GROUP = `SELECT ${SNAPSHOT_GROUP_COLUMNS} FROM groups`;
+const SNAPSHOT_KEY = `SELECT ${SNAPSHOT_KEY_COLUMNS} FROM api_keys`;
 
 /** A SQLite constraint failure as the store's own error; anything else unchanged. */
 function translate(err: unknown): unknown {
@@ -554,7 +461,7 @@ export class SqliteStore extends SqliteReads implements Store {
       const f = this.feedRow();
       return {
         position: { epoch: f.epoch, seq: f.seq },
-        groups: (this.stmt(SNAPSHOT_GROUP).all() as Array<{ id: number; name: string; allow: string | null }>).map(snapshotGroup),
+        groups: (this.stmt(SNAPSHOT_GROUP).all() as RawSnapshotGroup[]).map(snapshotGroup),
         keys: (this.stmt(SNAPSHOT_KEY).all() as RawKey[]).map(snapshotKey),
       };
     })();
@@ -576,7 +483,7 @@ export class SqliteStore extends SqliteReads implements Store {
       return {
         position,
         stale: false,
-        groups: (this.stmt(`${SNAPSHOT_GROUP} WHERE version > ?`).all(from.seq) as Array<{ id: number; name: string; allow: string | null }>).map(snapshotGroup),
+        groups: (this.stmt(`${SNAPSHOT_GROUP} WHERE version > ?`).all(from.seq) as RawSnapshotGroup[]).map(snapshotGroup),
         keys: (this.stmt(`${SNAPSHOT_KEY} WHERE version > ?`).all(from.seq) as RawKey[]).map(snapshotKey),
         deletedGroups: deleted('group', 'groups'),
         deletedKeys: deleted('key', 'api_keys'),
