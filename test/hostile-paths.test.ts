@@ -419,6 +419,8 @@ async function headerTricks(t: TestContext, env: Env): Promise<void> {
         'x-rewrite-url: /admin/settings',
         'X_Original_URL: /admin/settings',
         'x_http_method_override: DELETE',
+        'X-Real-IP: 6.6.6.6',
+        'True-Client-IP: 6.6.6.6',
         'x_custom_header: kept',
       ]),
     );
@@ -426,7 +428,7 @@ async function headerTricks(t: TestContext, env: Env): Promise<void> {
     const seen = r.seen[0];
     assert.ok(seen);
     const names = seen.rawHeaders.filter((_h, i) => i % 2 === 0).map((h) => h.toLowerCase());
-    for (const dropped of ['x_api_key_group', 'x_api_key_name', 'x_api_key_id', 'x_api_key', 'x_forwarded_for', 'x-forwarded-prefix', 'x-forwarded-port', 'x-original-url', 'x-rewrite-url', 'x_original_url', 'x_http_method_override']) {
+    for (const dropped of ['x_api_key_group', 'x_api_key_name', 'x_api_key_id', 'x_api_key', 'x_forwarded_for', 'x-forwarded-prefix', 'x-forwarded-port', 'x-original-url', 'x-rewrite-url', 'x_original_url', 'x_http_method_override', 'x-real-ip', 'true-client-ip']) {
       assert.ok(!names.includes(dropped), `${dropped} reached the upstream`);
     }
     assert.ok(names.includes('x_custom_header'), 'other underscore headers pass through');

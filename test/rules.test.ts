@@ -280,6 +280,22 @@ test('Forwarded is replaced for untrusted peers and appended to for trusted prox
   assert.deepEqual(all(odd, 'forwarded'), ['for=10.0.0.9;proto=http;host="a\\"b\\\\c"'], 'quotes and backslashes in a quoted value are escaped');
 });
 
+test('client-address headers (X-Real-IP, True-Client-IP, …) pass only from a trusted proxy', () => {
+  const raw = ['Host', 'api.example', 'X-Real-IP', '6.6.6.6', 'True-Client-IP', '6.6.6.7', 'CF-Connecting-IP', '6.6.6.8', 'Fastly-Client-IP', '6.6.6.9', 'X-Client-IP', '6.6.6.10', 'X-Cluster-Client-IP', '6.6.6.11', 'x_real_ip', '6.6.6.12'];
+  const names = ['x-real-ip', 'true-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'x_real_ip'];
+  const who = identityHeaders({ id: 7, name: 'bot', group: 'readers' });
+  const opts = { keyHeader: 'x-api-key', forwardKey: false, via: '1.1 keygate-test' };
+  const sent = (h: string[]): string[] => h.filter((_v, i) => i % 2 === 0).map((n) => n.toLowerCase());
+  const untrusted = sent(upstreamRequestHeaders(raw, who, '10.0.0.9', false, opts));
+  for (const n of names) assert.ok(!untrusted.includes(n), `${n} from an untrusted client reached the upstream`);
+  const h = upstreamRequestHeaders(raw, who, '10.0.0.9', true, opts);
+  const trusted = new Map(h.filter((_v, i) => i % 2 === 0).map((n, i) => [n.toLowerCase(), h[2 * i + 1]]));
+  assert.equal(trusted.get('x-real-ip'), '6.6.6.6', 'a trusted proxy\'s X-Real-IP passes');
+  assert.equal(trusted.get('cf-connecting-ip'), '6.6.6.8');
+  assert.equal(trusted.get('x-cluster-client-ip'), '6.6.6.11');
+  assert.equal(trusted.has('x_real_ip'), false, 'an underscore spelling is dropped even from a trusted proxy');
+});
+
 test('underscore spellings of the key, identity and forwarding headers, and URL overrides, are dropped', () => {
   const raw = ['X_Api_Key_Group', 'admin', 'x_api_key_id', '1', 'x_api_key_name', 'n', 'x_api_key', 'secret', 'X-Original-URL', '/admin', 'X-Rewrite-Url', '/admin', 'x_original_url', '/admin', 'X_Forwarded_Host', 'evil', 'x_http_method_override', 'DELETE', 'my_header', 'kept', 'X-Token', 'kept too'];
   const head = readRequestHead(raw, { keyHeader: 'x-api-key', forwardKey: true });

@@ -25,6 +25,13 @@ const REPLACED = new Set([...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-p
  * route on a path other than the one the rules checked.
  */
 const STRIPPED = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url']);
+/**
+ * A client's address as a proxy or CDN in front reports it: nginx's `X-Real-IP`, Akamai's and
+ * Cloudflare's `True-Client-IP`, `CF-Connecting-IP`, Fastly's `Fastly-Client-IP`, and the older
+ * `X-Client-IP` and `X-Cluster-Client-IP`. Upstreams use them for audit logs and IP allow-lists,
+ * so, like other `x-forwarded-*` headers, they pass only from a trusted proxy.
+ */
+const CLIENT_ADDRESS = new Set(['x-real-ip', 'true-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-client-ip', 'x-cluster-client-ip']);
 
 /** Header-safe text: a key name with characters HTTP cannot carry is percent-encoded. */
 export function headerSafe(value: string): string {
@@ -83,7 +90,10 @@ export interface RequestHead {
   xfh: string | undefined;
   /** Every `forwarded` value, joined. */
   forwarded: string | undefined;
-  /** Other `x-forwarded-*` headers (`-port`, `-prefix`, …), as [name, value, …]: forwarded only for a trusted peer. */
+  /**
+   * Other `x-forwarded-*` headers (`-port`, `-prefix`, …) and client-address headers (`x-real-ip`, …),
+   * as [name, value, …]: forwarded only for a trusted peer.
+   */
   xfOther: string[] | undefined;
   hasBody: boolean;
   /** The client's headers that may go upstream, as a flat [name, value, …] list. */
@@ -101,7 +111,7 @@ const PLAIN_CONNECTION = /^\s*(?:keep-alive|close|upgrade)(?:\s*,\s*(?:keep-aliv
  */
 function underscoreSpelling(lower: string, keyHeader: string): boolean {
   const dashed = lower.replaceAll('_', '-');
-  return dashed === keyHeader || REPLACED.has(dashed) || STRIPPED.has(dashed) || dashed.startsWith('x-forwarded-');
+  return dashed === keyHeader || REPLACED.has(dashed) || STRIPPED.has(dashed) || CLIENT_ADDRESS.has(dashed) || dashed.startsWith('x-forwarded-');
 }
 
 /**
@@ -162,7 +172,7 @@ export function readRequestHead(raw: readonly string[], opts: Omit<HeaderOptions
         continue;
       default:
         if (REPLACED.has(lower) || STRIPPED.has(lower) || HOP_BY_HOP.has(lower)) continue;
-        if (lower.startsWith('x-forwarded-')) {
+        if (lower.startsWith('x-forwarded-') || CLIENT_ADDRESS.has(lower)) {
           (xfOther ??= []).push(name, value);
           continue;
         }
