@@ -15,6 +15,8 @@
  *                                                     # paired A/B: both on one core at once, CPU µs per request each
  *   npm run bench:proxy -- --profile /tmp/prof        # keygate alone under load with --cpu-prof, then a summary
  *   npm run bench:proxy -- --root /tmp/scratch …      # run the keygate targets from another checkout
+ *   npm run bench:proxy -- --rate 5000                # every target gets the same 5,000 req/s (report.lua paces wrk):
+ *                                                     # latency at equal load, written to the section "Proxy at a fixed rate"
  *
  * One run starts every server once, each in its own process, then measures
  * them in interleaved rounds (A B C D …, A B C D …) with the same wrk command
@@ -65,7 +67,6 @@ import { RESULTS, updateResults } from './results.ts';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
 const SERVERS = path.join(HERE, 'proxy-servers');
-const SECTION = 'Proxy';
 const REQ_PATH = '/api/card/1';
 /** The upstream answers this path with the request headers it received (bench/proxy-servers/upstream.ts). */
 const ECHO_HEADERS = '/api/card/echo-headers';
@@ -77,6 +78,7 @@ const { values: opt } = parseArgs({
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
     connections: { type: 'string', default: '50' },
+    rate: { type: 'string', default: '0' },
     threads: { type: 'string', default: '1' },
     keys: { type: 'string', default: '3000' },
     pin: { type: 'string', default: 'auto' },
@@ -101,6 +103,10 @@ const ROUNDS = Number(opt.rounds);
 const DURATION = Number(opt.duration);
 const WARMUP = Number(opt.warmup);
 const CONNECTIONS = Number(opt.connections);
+/** --rate N: wrk paces its requests to N per second in all (report.lua), the same offered load for every target. */
+const RATE = Number(opt.rate);
+/** The section of bench/RESULTS.md this run rewrites. */
+const SECTION = RATE > 0 ? 'Proxy at a fixed rate' : 'Proxy';
 const THREADS = Number(opt.threads);
 const KEY_COUNT = Number(opt.keys);
 /** The keygate checkout whose `bin/keygate.js` the keygate targets run (default: this one). */
@@ -349,7 +355,7 @@ function wrk(port: number, seconds: number, connections = CONNECTIONS): Promise<
     '-H', `x-api-key: ${benchKey}`, '-s', path.join(SERVERS, 'report.lua'), `http://127.0.0.1:${port}${REQ_PATH}`,
   ]);
   return new Promise((resolve, reject) => {
-    const child = start('wrk', argv, { exits: true });
+    const child = start('wrk', argv, { exits: true, env: RATE > 0 ? { ...process.env, WRK_RATE: String(RATE) } : process.env });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.once('exit', (code) => {
@@ -825,7 +831,7 @@ async function main(): Promise<void> {
     `Command: \`${cmd}\` (\`bash bench/proxy.sh\` → \`node --import tsx bench/proxy.ts\`)`,
     '',
     ...machineInfo(),
-    `- Client: \`wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION}s\`, \`GET ${REQ_PATH}\` with a valid \`x-api-key\` (sent to every target), keep-alive; ${ROUNDS} interleaved rounds after a ${WARMUP} s warm-up per target; the order within a round is the table's order.`,
+    `- Client: \`wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION}s\`, \`GET ${REQ_PATH}\` with a valid \`x-api-key\` (sent to every target), keep-alive${RATE > 0 ? `, paced to ${f0(RATE)} req/s in all (report.lua's WRK_RATE: every target gets the same offered load, below the capacity of all but the slowest, so the latency columns compare answers to the same traffic; req/s below the rate means the target could not keep up)` : ''}; ${ROUNDS} interleaved rounds after a ${WARMUP} s warm-up per target; the order within a round is the table's order.`,
     `- Upstream: \`bench/proxy-servers/upstream.ts\`, Node \`http\`, a fixed ${UPSTREAM_BODY.length}-byte JSON body, its own process.`,
     `- Pinning: ${PIN ? `\`taskset -c ${PIN.proxy}\` for every proxy (keygate, bare-undici, http-proxy, nginx-w1, haproxy, caddy), \`taskset -c ${PIN.upstream}\` for the upstream, \`taskset -c ${PIN.wrk}\` for wrk; nginx-auto and keygate-w1/-w2 (\`serve --workers N\`) unpinned, on every core. Each proxy has a core to itself (HAProxy with \`nbthread 1\`, Caddy with \`GOMAXPROCS=1\`: the comparison is per core); the upstream and wrk share the other.` : 'none.'}`,
     `- The peers (nginx, HAProxy, Caddy) run from temp config files in the foreground, with the same ${f0(KEY_COUNT)} keys as keygate, each mapped to its key's name: a missing or unknown key gets 401, the key header is removed, \`x-api-key-name\` is set (a client's replaced) and one access-log line per request goes to /dev/null. Checked once before measuring, through an upstream path that echoes the headers it received. The bench's key sits in the middle of their key lists (it matters only to Caddy, whose \`map\` is a linear scan).`,
@@ -887,6 +893,28 @@ async function main(): Promise<void> {
   ratio('keygate-w2', 'keygate-w1', 1.0, 'every core');
   ratio('keygate-w2', 'nginx-auto', null, 'every core');
   ratio('keygate-w1', 'nginx-auto', null, 'every core');
+  // The tail (issue 17: keygate's p99.9 and max within 2× of Caddy's in the same run): keygate's over each peer's.
+  const tailRows: string[] = [];
+  for (const k of ['keygate', 'keygate-warn', 'keygate-w1', ...opt['extra-keygate'].map((s) => s.split('=')[0] as string)]) {
+    for (const peer of ['bare-undici', 'caddy', 'haproxy']) {
+      if (!has(k) || !has(peer)) continue;
+      const p999 = med(k, (r) => r.p999ms) / med(peer, (r) => r.p999ms);
+      const max = med(k, (r) => r.maxms) / med(peer, (r) => r.maxms);
+      const goal = peer === 'caddy' && k === 'keygate' ? (p999 <= 2 && max <= 2 ? 'met' : '**missed**') : 'reference';
+      tailRows.push(`| ${k} / ${peer} | ${p999.toFixed(2)}× | ${max.toFixed(2)}× | ${goal} |`);
+    }
+  }
+  if (RATE > 0) ratioRows.length = 0; // at a fixed rate every target serves the same req/s: only the latency compares
+  if (tailRows.length > 0) {
+    out.push(
+      '',
+      'The tail: keygate\'s p99.9 and max latency over the other target\'s (medians over the rounds; issue 17 asks for keygate / caddy ≤ 2× on both, in the same run).',
+      '',
+      '| ratio | p99.9 | max | ≤ 2× |',
+      '|---|---:|---:|---|',
+      ...tailRows,
+    );
+  }
   if (ratioRows.length > 0) {
     out.push(
       '',
