@@ -152,7 +152,8 @@ function byPosition(a: Diagnostic, b: Diagnostic): number {
   return a.line - b.line || a.column - b.column;
 }
 
-const SLOW = Symbol('slow');
+/** fastParse's answer when the careful parser must read the file (exported for bench/reconcile.ts). */
+export const SLOW = Symbol('slow');
 const ANCHOR = /(^|[\s[{,])&[^\s,[\]{}]/m;
 
 /**
@@ -160,7 +161,7 @@ const ANCHOR = /(^|[\s[{,])&[^\s,[\]{}]/m;
  * failed (syntax, duplicate keys, several documents), or the document shares maps or
  * lists through anchors and aliases (which the careful parser expands under a limit).
  */
-function fastParse(text: string): unknown {
+export function fastParse(text: string): unknown {
   let value: unknown;
   try {
     value = loadYaml(text, { schema: CORE_SCHEMA, json: false });
