@@ -152,6 +152,27 @@ function translate(err: unknown): unknown {
   return err;
 }
 
+/**
+ * Runs `f` again while SQLite answers SQLITE_BUSY, for up to BUSY_RETRY_MS. Switching a new file
+ * to WAL needs the file to itself, and SQLite returns BUSY at once, without its busy handler,
+ * when waiting could deadlock: several processes opening the same new file at the same moment
+ * (replicas starting together) would otherwise fail at random.
+ */
+function busyRetry<T>(f: () => T): T {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; ; ) {
+    try {
+      return f();
+    } catch (err) {
+      if (!String((err as { code?: string }).code).startsWith('SQLITE_BUSY') || waited >= BUSY_RETRY_MS) throw err;
+      const ms = 5 + Math.floor(Math.random() * 20);
+      Atomics.wait(pause, 0, 0, ms);
+      waited += ms;
+    }
+  }
+}
+const BUSY_RETRY_MS = 5_000;
+
 /** Opens (creating with mode 0600 when new) and migrates a SQLite database file. */
 export function openSqliteStore(file: string, opts: SqliteOptions = {}): SqliteStore {
   const readOnly = opts.readOnly === true;
@@ -166,7 +187,8 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): SqliteS
     db = new Database(file, { readonly: readOnly, fileMustExist: readOnly });
     db.pragma('busy_timeout = 5000');
     if (!readOnly && file !== ':memory:') {
-      db.pragma('journal_mode = WAL');
+      const wal = db;
+      busyRetry(() => wal.pragma('journal_mode = WAL'));
       db.pragma('synchronous = NORMAL');
     }
     db.pragma('foreign_keys = ON');
