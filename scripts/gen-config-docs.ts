@@ -46,7 +46,7 @@ interface Schema {
 /** How a default that is "none" reads, per setting. */
 const NULL_DEFAULTS: Partial<Record<keyof Settings, string>> = {
   upstream: 'none: `serve` starts the built-in demo upstream',
-  database: '`keygate.db` beside the config file',
+  database: '`keygate.db` in `$KEYGATE_DATA_DIR`, or beside the config file',
   maxDeletes: 'refuse when more than 10 **and** more than a quarter of the config-owned keys would be deleted',
   tls: 'none: plain HTTP',
   adminTls: 'as `tls`',
@@ -269,8 +269,11 @@ export function renderConfigDocs(schema: Schema): string {
     '`no config file: pass --config FILE, set KEYGATE_CONFIG or MB_CONFIG_FILE_PATH, or create ./config.yml`.',
     '',
     'The SQLite database is found the same way: `--db FILE`, else `$KEYGATE_DB`, else',
-    '`keygate.database` from the file, else `keygate.db`. Relative paths from the file are resolved',
-    "against the config file's folder; `--db` and `$KEYGATE_DB` against the current folder. The database",
+    '`keygate.database` from the file, else `keygate.db` in `$KEYGATE_DATA_DIR` or, without it, beside',
+    "the config file. Relative paths from the file are resolved against the config file's folder;",
+    '`--db`, `$KEYGATE_DB` and `$KEYGATE_DATA_DIR` against the current folder. `$KEYGATE_DATA_DIR` names only',
+    "the default's folder (a container image sets it to its volume), so `keygate.database` in the file still",
+    'wins over it, where `$KEYGATE_DB` would win over the file. The database',
     'is created with mode 0600 when it does not exist. A `postgres://` or `postgresql://` URL in any of',
     'these places selects a PostgreSQL database instead, for several replicas',
     '([operations.md](operations.md#running-several-replicas)).',

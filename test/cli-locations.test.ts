@@ -50,6 +50,21 @@ describe('files and places', () => {
     assert.deepEqual(keyNames(dbDir.path('chosen.db')), ['Admin API key', 'CI bot']);
   });
 
+  test('KEYGATE_DATA_DIR holds the default database, and keygate.database in the file still wins over it', async (t) => {
+    const data = tempDir(t);
+    const plain = tempConfig(t, baseConfig());
+    const r = await runCli(['apply', '-c', plain.config], { cwd: plain.dir, env: { KEYGATE_DATA_DIR: data.dir } });
+    assert.equal(r.code, 0, shown(r));
+    assert.deepEqual(keyNames(data.path('keygate.db')), ['Admin API key', 'CI bot']);
+    assert.ok(!existsSync(plain.db), 'not beside the config file');
+    const named = tempConfig(t, `version: 1\nconfig:\n  keygate:\n    database: named.db\n  api-keys: []\n`);
+    const other = tempDir(t);
+    const n = await runCli(['apply', '-c', named.config], { cwd: named.dir, env: { KEYGATE_DATA_DIR: other.dir } });
+    assert.equal(n.code, 0, shown(n));
+    assert.ok(existsSync(named.path('named.db')), 'keygate.database is used');
+    assert.ok(!existsSync(other.path('keygate.db')), 'KEYGATE_DATA_DIR does not override the file');
+  });
+
   test('falls back to ./config.yml in the working folder', async (t) => {
     const c = tempConfig(t, baseConfig());
     const r = await runCli(['validate'], { cwd: c.dir });

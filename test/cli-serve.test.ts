@@ -141,7 +141,7 @@ test('a database folder this user may not write gives an error naming the folder
   for (const r of [serve, apply]) {
     assert.equal(r.code, 1, shown(r));
     const last = r.stderr.trimEnd().split('\n').at(-1) ?? '';
-    assert.match(last, new RegExp(`^error: cannot create the database ${db}: the folder ${folder} is not writable by this user \\(.+\\) \\(permission denied\\); make it writable, or put the database elsewhere with --db, KEYGATE_DB or keygate\\.database$`), shown(r));
+    assert.match(last, new RegExp(`^error: cannot create the database ${db}: the folder ${folder} is not writable by this user \\(.+\\) \\(permission denied\\); make it writable, or put the database elsewhere with --db, KEYGATE_DB, keygate\\.database or KEYGATE_DATA_DIR$`), shown(r));
     assert.doesNotMatch(r.stderr, /EACCES|shutting down/, shown(r));
   }
 });

@@ -321,6 +321,13 @@ test('the container image is multi-stage, runs as a non-root user and checks /he
   const health = final.find((l) => /^HEALTHCHECK\s/.test(l));
   assert.ok(health !== undefined && health.includes('/healthz') && health.includes(':8081'), String(health));
   assert.ok(final.some((l) => /^ENTRYPOINT\s.*keygate-entrypoint/.test(l)));
+  // The image's default database lives in its volume, without overriding a keygate.database in the
+  // mounted config (KEYGATE_DB would: a fleet's postgres:// URL in the file would be ignored).
+  const env = final.filter((l) => /^ENV\s/.test(l)).join(' ');
+  assert.ok(!/\bKEYGATE_DB=/.test(env), `the image sets no KEYGATE_DB (${env})`);
+  const dataDir = /\bKEYGATE_DATA_DIR=(\S+)/.exec(env)?.[1];
+  const volume = final.find((l) => /^VOLUME\s/.test(l)) ?? '';
+  assert.ok(dataDir !== undefined && volume.includes(JSON.stringify(dataDir)), `KEYGATE_DATA_DIR (${String(dataDir)}) is the image's volume (${volume})`);
   // Every file the build copies from the context exists.
   for (const line of stages.flat().filter((l) => /^COPY\s/.test(l) && !l.includes('--from='))) {
     const sources = line.split(/\s+/).slice(1, -1);
@@ -347,7 +354,8 @@ test('the container entrypoint applies the config, then execs keygate serve, whi
       HOME: tmp.dir,
       PATH: shims(tmp),
       KEYGATE_CONFIG: at('examples/docker/config.yml'),
-      KEYGATE_DB: tmp.path('data/keygate.db'),
+      // As the image sets it: the default database's folder.
+      KEYGATE_DATA_DIR: tmp.path('data'),
       KEYGATE_ADMIN_KEY: adminKey,
     },
   });
@@ -367,6 +375,7 @@ test('the container entrypoint applies the config, then execs keygate serve, whi
   const healthy = await eventually(async () => (await fetch(`${admin}/healthz`).catch(() => null))?.status === 200, 20_000, 100);
   assert.ok(healthy, `no /healthz:\n${stdout}\n${stderr}`);
   assert.match(stdout, /^Applied revision 1 to .*keygate\.db\.$/m, 'keygate apply ran first');
+  assert.ok(stdout.includes(`Applied revision 1 to ${tmp.path('data/keygate.db')}.`), `the database is in KEYGATE_DATA_DIR:\n${stdout}`);
   const count = await fetch(`${admin}/api/api-key/count`, { headers: { 'x-api-key': adminKey } });
   assert.equal(await count.text(), '2');
 

@@ -5,13 +5,13 @@
 # signals, and its exit status is the container's). Arguments go to serve.
 #
 #   KEYGATE_CONFIG          the config file (default /etc/keygate/config.yml)
-#   KEYGATE_DB              the database (default /var/lib/keygate/keygate.db)
+#   KEYGATE_DATA_DIR        the default database's folder (the image: /var/lib/keygate);
+#                           keygate.database in the config, or KEYGATE_DB, names another
 #   KEYGATE_ALLOW_DELETES=1 lift the deletion guard for this start only
 set -eu
 
 : "${KEYGATE_CONFIG:=/etc/keygate/config.yml}"
-: "${KEYGATE_DB:=/var/lib/keygate/keygate.db}"
-export KEYGATE_CONFIG KEYGATE_DB
+export KEYGATE_CONFIG
 
 if [ "${KEYGATE_ALLOW_DELETES:-}" = "1" ]; then
   keygate apply --allow-deletes

@@ -33,7 +33,7 @@ function user(): string {
   }
 }
 
-const ELSEWHERE = 'or put the database elsewhere with --db, KEYGATE_DB or keygate.database';
+const ELSEWHERE = 'or put the database elsewhere with --db, KEYGATE_DB, keygate.database or KEYGATE_DATA_DIR';
 
 /** What keeps `location` from being opened (`write`: created or written; `read`: read), or null when nothing is found. */
 export function databaseAccessProblem(location: string, mode: 'read' | 'write'): string | null {

@@ -116,7 +116,8 @@ ${commandLines()}
 
 The config file is --config, else $KEYGATE_CONFIG, else $MB_CONFIG_FILE_PATH,
 else ./config.yml, else ./config.yaml. The database is --db, else $KEYGATE_DB,
-else keygate.database in the file, else keygate.db beside the config file.
+else keygate.database in the file, else keygate.db in $KEYGATE_DATA_DIR or
+beside the config file.
 
 Run \`keygate <command> --help\` for details. Docs: README.md and docs/.
 `;

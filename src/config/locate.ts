@@ -24,9 +24,15 @@ export function locateConfig(
 }
 
 /**
- * The database: --db, else $KEYGATE_DB, else keygate.database, else keygate.db;
- * relative paths are resolved against the config file's folder. A
- * `postgres://` or `postgresql://` URL is returned as it is.
+ * The database: --db, else $KEYGATE_DB, else keygate.database, else keygate.db in
+ * $KEYGATE_DATA_DIR or, without it, beside the config file. A relative --db or
+ * $KEYGATE_DB is resolved against the working folder, a relative keygate.database
+ * against the config file's folder. A `postgres://` or `postgresql://` URL is
+ * returned as it is.
+ *
+ * $KEYGATE_DATA_DIR is the default's folder only: a container image or a service
+ * unit sets it to its writable volume without taking the choice away from the file
+ * (as $KEYGATE_DB would: it wins over keygate.database).
  */
 export function locateDatabase(
   flag: string | undefined,
@@ -40,8 +46,9 @@ export function locateDatabase(
   if (flag !== undefined) return url(flag) ? flag : path.resolve(cwd, flag);
   const fromEnv = nonEmpty(env.KEYGATE_DB);
   if (fromEnv !== undefined) return url(fromEnv) ? fromEnv : path.resolve(cwd, fromEnv);
-  if (fromConfig !== null && url(fromConfig)) return fromConfig;
-  return path.resolve(dir, fromConfig ?? 'keygate.db');
+  if (fromConfig !== null) return url(fromConfig) ? fromConfig : path.resolve(dir, fromConfig);
+  const dataDir = nonEmpty(env.KEYGATE_DATA_DIR);
+  return dataDir !== undefined ? path.resolve(cwd, dataDir, 'keygate.db') : path.resolve(dir, 'keygate.db');
 }
 
 function nonEmpty(v: string | undefined): string | undefined {
