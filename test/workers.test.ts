@@ -173,6 +173,12 @@ test('with --workers 2, every worker enforces every change, and the daemon repor
 
   await t.test('a worker that dies is replaced, and serving goes on', async () => {
     const before = ((await admin(kg.admin, 'GET', '/status')).json.workers as Array<{ pid: number }>).map((w) => w.pid);
+    // Requests on new connections all through the replacement: the new worker takes none before it has the keys.
+    const during = new Set<number>();
+    let replaced = false;
+    const traffic = (async () => {
+      for (let i = 0; !replaced || i < 40; i++) during.add((await once(kg.proxy, `/r/${i}`, FILE_KEY).catch(() => ({ status: 0 }))).status);
+    })();
     process.kill(before[0] as number, 'SIGKILL');
     assert.ok(
       await eventually(async () => {
@@ -181,6 +187,9 @@ test('with --workers 2, every worker enforces every change, and the daemon repor
       }),
       'no new worker took the dead one\'s place',
     );
+    replaced = true;
+    await traffic;
+    assert.ok(!during.has(401), `a valid key was refused during the replacement: ${[...during].join(', ')}`);
     const seen = await many(kg.proxy, FILE_KEY, 20);
     assert.deepEqual([...seen.statuses], [200]);
     assert.match(kg.stderr(), /serving worker died: starting another/);

@@ -66,7 +66,8 @@ function lineForwarder(write: (text: string) => void): { data: (chunk: Buffer) =
 export class ServingWorkers {
   private readonly members = new Map<number, Member>();
   private readonly waiters: Array<{ target: FeedPosition; resolve: () => void }> = [];
-  private readonly metricRequests = new Map<number, { pending: number; got: Metrics[]; resolve: (m: Metrics[]) => void }>();
+  /** Metrics asked of the workers: who still owes an answer (a worker that exits owes none). */
+  private readonly metricRequests = new Map<number, { owed: Set<number>; got: Metrics[]; resolve: (m: Metrics[]) => void }>();
   private nextRequest = 1;
   private stopped = false;
   private config: WireProxyConfig;
@@ -84,10 +85,6 @@ export class ServingWorkers {
       serialization: 'advanced',
       silent: true,
     });
-  }
-
-  get size(): number {
-    return this.members.size;
   }
 
   /** Forks the workers and resolves once every one listens (rejects with the listen error of one that cannot). */
@@ -113,10 +110,18 @@ export class ServingWorkers {
       worker.on('message', (msg: FromWorker) => {
         switch (msg.t) {
           case 'ready':
-            this.send(m, { t: 'init', config: this.config, listen: this.opts.listen, flushMs: this.opts.flushMs, tls: this.tls });
+            // The table first, then listen: the worker's feed holds `init` until the table is in place,
+            // so it takes no connection before it knows the keys. One that cannot get a table is replaced.
+            this.join(m).then(
+              () => this.send(m, { t: 'init', config: this.config, listen: this.opts.listen, flushMs: this.opts.flushMs, tls: this.tls }),
+              (err: Error) => {
+                reject(err);
+                worker.kill();
+              },
+            );
             return;
           case 'listening':
-            void this.join(m).then(() => resolve({ host: msg.host, port: msg.port }), reject);
+            resolve({ host: msg.host, port: msg.port });
             return;
           case 'listen-failed':
             reject(Object.assign(new Error(msg.message), { code: msg.code }));
@@ -130,12 +135,9 @@ export class ServingWorkers {
             return;
           case 'metrics': {
             const r = this.metricRequests.get(msg.id);
-            if (r === undefined) return;
+            if (r === undefined || !r.owed.delete(worker.id)) return;
             r.got.push(msg.metrics);
-            if (--r.pending === 0) {
-              this.metricRequests.delete(msg.id);
-              r.resolve(r.got);
-            }
+            this.answered(msg.id);
             return;
           }
         }
@@ -144,13 +146,8 @@ export class ServingWorkers {
         this.members.delete(worker.id);
         reject(new Error(`serving worker ${worker.process.pid} exited (code ${code}) before it listened`));
         this.settle();
-        for (const [id, r] of this.metricRequests) {
-          // A worker that died will not answer: count it as answered.
-          if (--r.pending <= 0) {
-            this.metricRequests.delete(id);
-            r.resolve(r.got);
-          }
-        }
+        // A worker that died will not answer: it owes nothing.
+        for (const [id, r] of this.metricRequests) if (r.owed.delete(worker.id)) this.answered(id);
         if (this.stopped || m.stopping) return;
         this.log.error({ pid: worker.process.pid, code, signal }, 'serving worker died: starting another');
         setTimeout(() => {
@@ -160,15 +157,23 @@ export class ServingWorkers {
     });
   }
 
-  /** Gives a listening worker a whole table; from then on it gets every update. */
+  /** Gives a new worker a whole table; from then on it gets every update. */
   private async join(m: Member): Promise<void> {
     const t = await this.opts.table();
     if (!this.members.has(m.worker.id)) return;
-    this.send(m, t, t.slices.map((s) => s.buffer as ArrayBuffer));
+    this.send(m, t);
     m.live = true;
   }
 
-  private send(m: Member, msg: ToWorker, _transfer?: ArrayBuffer[]): void {
+  /** Resolves a metrics request once no worker owes it an answer. */
+  private answered(id: number): void {
+    const r = this.metricRequests.get(id);
+    if (r === undefined || r.owed.size > 0) return;
+    this.metricRequests.delete(id);
+    r.resolve(r.got);
+  }
+
+  private send(m: Member, msg: ToWorker): void {
     if (m.worker.isConnected()) m.worker.send(msg);
   }
 
@@ -219,7 +224,7 @@ export class ServingWorkers {
     if (live.length === 0) return Promise.resolve([]);
     const id = this.nextRequest++;
     return new Promise((resolve) => {
-      this.metricRequests.set(id, { pending: live.length, got: [], resolve });
+      this.metricRequests.set(id, { owed: new Set(live.map((m) => m.worker.id)), got: [], resolve });
       for (const m of live) this.send(m, { t: 'metrics', id });
     });
   }

@@ -44,11 +44,6 @@ export class TableFeed<M extends { t: string }> {
     if (!this.draining) this.drain();
   }
 
-  /** True while a whole table is being built (the old one keeps serving meanwhile). */
-  get busy(): boolean {
-    return this.building !== null;
-  }
-
   private drain(): void {
     this.draining = true;
     while (this.building === null && this.inbox.length > 0) {
