@@ -364,6 +364,36 @@ test('only WebSocket upgrades are tunnelled: h2c and unknown upgrades are forwar
     assert.equal(up.afterSwitch.length, switchedBefore);
   });
 
+  await t.test('many h2c upgrade requests on one kept-alive connection are each answered, and add nothing to the socket per request', async () => {
+    const n = 25;
+    const one = `GET /api/plain/kept HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: ${READER_KEY}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`;
+    // One request at a time, the next once the answer before it is complete (as a keep-alive client does).
+    const text = await new Promise<string>((resolve) => {
+      let got = '';
+      let answered = 0;
+      const s = net.connect({ host: u.hostname, port: Number(u.port) }, () => s.write(one));
+      const done = (): void => {
+        clearTimeout(guard);
+        s.destroy();
+        resolve(got);
+      };
+      const guard = setTimeout(done, 10_000);
+      s.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        const complete = got.split('{"url":').length - 1;
+        if (complete >= n) return done();
+        if (complete > answered) {
+          answered = complete;
+          s.write(one);
+        }
+      });
+      s.on('close', done);
+      s.on('error', done);
+    });
+    assert.deepEqual(parseStatuses(text), Array.from({ length: n }, () => 200), text.slice(-600));
+    assert.doesNotMatch(kg.stderr(), /MaxListenersExceeded/, 'each upgrade request added a listener to the socket');
+  });
+
   await t.test('a WebSocket upgrade is still tunnelled', async () => {
     const ws = await openWebSocket(kg.proxy, '/ws/echo');
     assert.equal(await echo(ws, 'ok'), 'echo:ok');

@@ -377,8 +377,9 @@ export class ProxyServer {
    * protocols on it.
    */
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    // Node removed its own error listener: a reset must not become an uncaught exception.
-    socket.on('error', noop);
+    // Node removed its own error listener: a reset must not become an uncaught exception. Once per
+    // socket: a non-WebSocket upgrade goes back to the HTTP parser, and the connection's next one comes here again.
+    if (!socket.listeners('error').includes(noop)) socket.on('error', noop);
     this.upgraded.add(socket);
     if (this.closing) {
       socket.destroy();

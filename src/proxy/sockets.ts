@@ -52,10 +52,6 @@ export class SocketSet {
     socket.once('close', () => this.open.delete(socket));
   }
 
-  get size(): number {
-    return this.open.size;
-  }
-
   destroyAll(): void {
     for (const s of this.open) s.destroy();
     this.open.clear();
