@@ -373,6 +373,21 @@ describe('schema and help', () => {
     assert.match(version.stderr, /unexpected argument "now"/);
   });
 
+  test('serve refuses a --workers count outside 1-256 and a certificate without its key, before it starts', async () => {
+    const runs = await Promise.all([
+      runCli(['serve', '--workers', '0']),
+      runCli(['serve', '--workers', '300']),
+      runCli(['serve', '--workers', 'many']),
+      runCli(['serve', '--tls-cert', 'cert.pem']),
+    ]);
+    for (const r of runs) assert.equal(r.code, 1, shown(r));
+    const [zero, over, word, certOnly] = runs as [CliResult, CliResult, CliResult, CliResult];
+    assert.equal(zero.stderr, 'error: keygate serve: --workers must be a number from 1 to 256, or "auto", got "0"; see `keygate serve --help`\n');
+    assert.match(over.stderr, /--workers must be a number from 1 to 256, or "auto", got "300";/);
+    assert.match(word.stderr, /--workers must be a number from 1 to 256, or "auto", got "many";/);
+    assert.equal(certOnly.stderr, 'error: keygate serve: --tls-cert and --tls-key go together; see `keygate serve --help`\n');
+  });
+
   test('keys hash refuses a second argument without printing either (they may be keys)', async () => {
     const r = await runCli(['keys', 'hash', NEW_KEY, BOT_KEY]);
     assert.equal(r.code, 1, shown(r));

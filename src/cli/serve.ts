@@ -47,10 +47,10 @@ export async function serveCommand(args: string[], io: Io): Promise<number> {
   const workersFlag = str(p.values.workers);
   let workers: number | 'auto' | undefined;
   if (workersFlag !== undefined) {
-    if (workersFlag !== 'auto' && !/^[1-9][0-9]{0,2}$/.test(workersFlag)) {
+    if (workersFlag !== 'auto' && !(/^[1-9][0-9]{0,2}$/.test(workersFlag) && Number(workersFlag) <= 256)) {
       throw usageError('serve', `--workers must be a number from 1 to 256, or "auto", got ${JSON.stringify(workersFlag)}`);
     }
-    workers = workersFlag === 'auto' ? 'auto' : Math.min(256, Number(workersFlag));
+    workers = workersFlag === 'auto' ? 'auto' : Number(workersFlag);
   }
   const tlsCert = str(p.values['tls-cert']);
   const tlsKey = str(p.values['tls-key']);
