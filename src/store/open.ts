@@ -12,6 +12,9 @@ export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
 }
 
+/** A connection-URL parameter whose value is a secret (`password`, `sslpassword`, `token`, `sslkey`, …). */
+export const SECRET_URL_PARAMETER = /pass|secret|token|sslkey/i;
+
 /** A database location as it may be shown: a URL loses its password (and any `password` parameter). */
 export function displayLocation(location: string): string {
   if (!isPostgresUrl(location)) return location;
@@ -19,7 +22,7 @@ export function displayLocation(location: string): string {
     const u = new URL(location);
     if (u.password !== '') u.password = '****';
     for (const name of [...u.searchParams.keys()]) {
-      if (/pass|secret|token|sslkey/i.test(name)) u.searchParams.set(name, '****');
+      if (SECRET_URL_PARAMETER.test(name)) u.searchParams.set(name, '****');
     }
     return u.toString();
   } catch {

@@ -24,7 +24,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { BUILTIN_GROUPS } from '../config/types.ts';
 import { KeygateError, StoreConflictError } from '../errors.ts';
-import { displayLocation, type OpenStoreOptions } from './open.ts';
+import { displayLocation, SECRET_URL_PARAMETER, type OpenStoreOptions } from './open.ts';
 import { openSqliteStore, TOMBSTONE_POSITIONS_KEPT } from './sqlite.ts';
 import {
   groupFromRow,
@@ -685,12 +685,17 @@ export class PostgresStore extends PgReads implements Store {
     });
   }
 
+  /** Groups and keys from one snapshot: on the pool they would be two queries another replica could write between. */
+  override readActual(): Promise<ActualState> {
+    return this.consistent((q) => new PgReads(q).readActual());
+  }
+
   snapshot(): Promise<StoreSnapshot> {
     return this.consistent(async (q) => {
       const f = await this.feedRow(q);
       return {
         position: { epoch: f.epoch, seq: f.seq },
-        groups: (await q<{ id: number; name: string; allow: string | null }>(SNAPSHOT_GROUP)).map(snapshotGroup),
+        groups: (await q<RawSnapshotGroup>(SNAPSHOT_GROUP)).map(snapshotGroup),
         keys: (await q<RawKey>(SNAPSHOT_KEY)).map(snapshotKey),
       };
     });
@@ -713,7 +718,7 @@ export class PostgresStore extends PgReads implements Store {
       return {
         position,
         stale: false,
-        groups: (await q<{ id: number; name: string; allow: string | null }>(`${SNAPSHOT_GROUP} WHERE version > $1`, [from.seq])).map(snapshotGroup),
+        groups: (await q<RawSnapshotGroup>(`${SNAPSHOT_GROUP} WHERE version > $1`, [from.seq])).map(snapshotGroup),
         keys: (await q<RawKey>(`${SNAPSHOT_KEY} WHERE version > $1`, [from.seq])).map(snapshotKey),
         deletedGroups: await deleted('group', 'keygate.groups'),
         deletedKeys: await deleted('key', 'keygate.api_keys'),
@@ -826,7 +831,7 @@ function secretsOf(url: string): string[] {
   try {
     const u = new URL(url);
     const out = [u.password, decodeURIComponent(u.password)];
-    for (const [name, value] of u.searchParams) if (/pass|secret|token|sslkey/i.test(name)) out.push(value);
+    for (const [name, value] of u.searchParams) if (SECRET_URL_PARAMETER.test(name)) out.push(value);
     return out.filter((s) => s.length > 0);
   } catch {
     return [];
