@@ -186,12 +186,18 @@ function strictness(obj: Schema): string {
     : 'Other fields are allowed and ignored: they belong to Metabase.';
 }
 
+/** A type in a word for the summary table: `mapping`, `list`, `integer`, or the one literal an enum allows (`false`, `auto`). */
+function shortType(s: Schema): string {
+  if (s.enum !== undefined && s.enum.length === 1) return code(String(s.enum[0]));
+  return s.type === 'array' ? 'list' : s.type === 'object' ? 'mapping' : String(s.type ?? 'any');
+}
+
 function summaryTable(obj: Schema, resolve: (s: Schema) => Schema, settings: boolean): string[] {
   const required = new Set(obj.required ?? []);
   const head = settings ? ['| Setting | Type | Default |', '|---|---|---|'] : ['| Field | Type | Required |', '|---|---|---|'];
   const rows = Object.entries(obj.properties ?? {}).map(([name, raw]) => {
     const s = resolve(raw);
-    const base = s.anyOf !== undefined ? 'string' : s.type === 'array' ? 'list' : s.type === 'object' ? 'mapping' : (s.type ?? 'any');
+    const base = s.anyOf !== undefined ? [...new Set(s.anyOf.map((b) => shortType({ type: s.type ?? 'string', ...resolve(b) })))].join(', or ') : shortType(s);
     const type = s.nullable === true ? `${String(base)}, or empty` : base;
     const third = settings ? defaultText(name) : required.has(name) ? 'yes' : 'no';
     return `| ${code(name)} | ${type} | ${third.replace(/\|/g, '\\|')} |`;
