@@ -107,8 +107,8 @@ interface RouteMemo {
   url: string;
   method: string;
   principal: Principal;
+  /** A group's rules can change under the same principal (its entry is shared and updated in place); a key's cannot. */
   groupRules: Principal['groupRules'];
-  keyRules: Principal['keyRules'];
   basePath: string;
   target: string;
 }
@@ -118,7 +118,6 @@ interface HeaderTail {
   identity: readonly string[];
   host: string | undefined;
   via: string | undefined;
-  gen: number;
   tail: readonly string[];
 }
 
@@ -202,7 +201,7 @@ export class ProxyServer {
       this.throttle = new FailedAuthThrottle(config.failedAuthPerMinute);
     }
     this.trusted = trustedProxyList(config.trustedProxies);
-    // Headers and trust kept on open connections were built with the old list: build them again.
+    // Whether an open connection's peer is trusted was decided with the old list: decide again.
     this.trustGen++;
     this.basePath = config.upstream.pathname.replace(/\/+$/, '');
     this.config = config;
@@ -277,7 +276,7 @@ export class ProxyServer {
     // normalised path and the rules' answer are those of last time.
     const socket = req.socket as Socket & { keygateRoute?: RouteMemo };
     const r = socket.keygateRoute;
-    if (r !== undefined && r.url === url && r.method === method && r.principal === p && r.groupRules === p.groupRules && r.keyRules === p.keyRules && r.basePath === this.basePath) {
+    if (r !== undefined && r.url === url && r.method === method && r.principal === p && r.groupRules === p.groupRules && r.basePath === this.basePath) {
       this.opts.touch(p.id, now);
       return { ok: true, principal: p, target: r.target };
     }
@@ -291,7 +290,7 @@ export class ProxyServer {
     }
     this.opts.touch(p.id, now);
     const target = this.basePath + norm.path + norm.query;
-    socket.keygateRoute = { url, method, principal: p, groupRules: p.groupRules, keyRules: p.keyRules, basePath: this.basePath, target };
+    socket.keygateRoute = { url, method, principal: p, groupRules: p.groupRules, basePath: this.basePath, target };
     return { ok: true, principal: p, target };
   }
 
@@ -315,13 +314,13 @@ export class ProxyServer {
     if (t.trusted) return upstreamHeaders(head, identity, peer, true, this.via, this.proto);
     const out = head.forward;
     const c = socket.keygateTail;
-    if (c !== undefined && c.identity === identity && c.host === head.host && c.via === head.via && c.gen === this.trustGen) {
+    if (c !== undefined && c.identity === identity && c.host === head.host && c.via === head.via) {
       for (let i = 0; i < c.tail.length; i++) out.push(c.tail[i] as string);
       return out;
     }
     const start = out.length;
     upstreamHeaders(head, identity, peer, false, this.via, this.proto);
-    socket.keygateTail = { identity, host: head.host, via: head.via, gen: this.trustGen, tail: out.slice(start) };
+    socket.keygateTail = { identity, host: head.host, via: head.via, tail: out.slice(start) };
     return out;
   }
 
